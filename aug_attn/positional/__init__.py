@@ -1,0 +1,6 @@
+"""Modality-specific relative position encoders for the shared attention core."""
+
+from aug_attn.positional.base import RelativePositionEncoder
+from aug_attn.positional.grid import RelativePositionEncoder1d, RelativePositionEncoder2d
+
+__all__ = ["RelativePositionEncoder", "RelativePositionEncoder1d", "RelativePositionEncoder2d"]
