@@ -1,0 +1,1 @@
+"""End-to-end recipes (data, training, metrics, configs) built on the aug_attn library."""

@@ -1,0 +1,64 @@
+"""The ``aug-attn`` command.
+
+``aug-attn train CONFIG [--section.key VALUE ...] [--resume CKPT]``: train, keep the best
+checkpoint by the config's validation metric, test it, print the metrics.
+``aug-attn test CHECKPOINT [--section.key VALUE ...]``: evaluate a checkpoint.
+``aug-attn configs``: list the shipped configs.
+Task commands (``tag`` for audio, ``classify`` for point clouds) are added by their recipes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from aug_attn_tasks.config import ConfigError, available_configs, load_config
+
+__all__ = ["main", "build_parser"]
+
+# Modules that add task subcommands through ``add_commands(subparsers)``.
+COMMAND_MODULES: list[str] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aug-attn", description="Attention-augmented convolution: train and use models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a model from a config, then test the best checkpoint")
+    train.add_argument("config", help="shipped config name (see `aug-attn configs`) or path to a YAML file")
+    train.add_argument("--resume", metavar="CKPT", help="resume training from this checkpoint (e.g. .../last.ckpt)")
+    test = sub.add_parser("test", help="evaluate a checkpoint written by `aug-attn train`")
+    test.add_argument("checkpoint")
+    sub.add_parser("configs", help="list the shipped configs")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, overrides = parser.parse_known_args(argv)
+    if overrides and args.command not in ("train", "test"):
+        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+    try:
+        if args.command == "configs":
+            print("\n".join(available_configs()))
+            return 0
+        if args.command == "train":
+            from aug_attn_tasks.train import fit
+
+            fit(load_config(args.config, overrides), resume=args.resume)
+            return 0
+        if args.command == "test":
+            from aug_attn_tasks.train import evaluate
+
+            evaluate(args.checkpoint, overrides)
+            return 0
+        return int(args.handler(args) or 0)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        print(f"aug-attn: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""YAML run configurations with dotted command-line overrides.
+
+A config is a nested mapping with the sections ``task`` (recipe name), ``seed``, ``data``,
+``model``, ``optim``, ``trainer`` (keyword arguments of ``lightning.Trainer``), ``checkpoint``
+(``monitor``, ``mode``) and ``output`` (run directory). Named configs ship in
+``aug_attn_tasks/configs/<name>.yaml``; any path to a YAML file works too.
+Overrides look like ``--trainer.max_epochs 3`` or ``--model.num_heads=4``; values are parsed as YAML.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["available_configs", "load_config", "apply_overrides", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed."""
+
+
+def available_configs() -> list[str]:
+    """Names of the configs shipped with the package."""
+    folder = resources.files("aug_attn_tasks") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _resolve(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    shipped = resources.files("aug_attn_tasks") / "configs" / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        raise ConfigError(f"unknown config {name_or_path!r}; shipped configs: {', '.join(available_configs())}")
+    return Path(str(shipped))
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--a.b value`` / ``--a.b=value`` overrides to a copy of ``config``."""
+    config = copy.deepcopy(config)
+    pairs: list[tuple[str, str]] = []
+    i = 0
+    while i < len(overrides):
+        token = overrides[i]
+        if not token.startswith("--"):
+            raise ConfigError(f"override {token!r} must look like --section.key VALUE")
+        if "=" in token:
+            key, value = token[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(overrides):
+                raise ConfigError(f"override {token} has no value")
+            key, value = token[2:], overrides[i + 1]
+            i += 2
+        pairs.append((key, value))
+    for key, value in pairs:
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override --{key}: {part!r} is not a section")
+            node = child
+        node[leaf] = yaml.safe_load(value)
+    return config
+
+
+def load_config(name_or_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read a shipped or user config and apply overrides."""
+    path = _resolve(name_or_path)
+    with open(path, encoding="utf-8") as handle:
+        try:
+            config = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: invalid YAML: {error}") from error
+    if not isinstance(config, dict) or "task" not in config:
+        raise ConfigError(f"{path}: a config must be a mapping with a 'task' key")
+    config = apply_overrides(config, overrides or [])
+    config.setdefault("name", path.stem)
+    return config

@@ -1,0 +1,50 @@
+"""Task recipes: each turns a config into a LightningModule and a LightningDataModule.
+
+A recipe module provides ``build_module(config) -> LightningModule`` (which must call
+``save_hyperparameters({"config": config})`` so checkpoints are self-describing),
+``build_data(config) -> LightningDataModule`` and ``report(metrics, config, run_dir)``
+(print and write the task's final metrics).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import lightning as L
+import torch
+
+__all__ = ["RECIPES", "get_recipe", "load_checkpoint"]
+
+RECIPES = {
+    "tagging": "aug_attn_tasks.audio.recipe",
+    "points": "aug_attn_tasks.points.recipe",
+    "images": "aug_attn_tasks.images.recipe",
+}
+
+
+def get_recipe(task: str) -> ModuleType:
+    """The recipe module of ``task`` (a key of :data:`RECIPES`)."""
+    if task not in RECIPES:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(sorted(RECIPES))}")
+    return importlib.import_module(RECIPES[task])
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[L.LightningModule, dict[str, Any]]:
+    """Rebuild the module saved in a training checkpoint (loaded with ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or foreign files
+        raise ValueError(f"{path}: not a readable aug-attn checkpoint ({error})") from error
+    config = state.get("hyper_parameters", {}).get("config")
+    if not isinstance(config, dict) or "state_dict" not in state:
+        raise ValueError(f"{path}: checkpoint has no aug-attn config or state_dict; was it written by `aug-attn train`?")
+    module = get_recipe(config["task"]).build_module(config)
+    module.load_state_dict(state["state_dict"])
+    module.eval()
+    return module, config
