@@ -2,5 +2,6 @@
 
 from aug_attn.positional.base import RelativePositionEncoder
 from aug_attn.positional.grid import RelativePositionEncoder1d, RelativePositionEncoder2d
+from aug_attn.positional.surface import SurfacePositionEncoder
 
-__all__ = ["RelativePositionEncoder", "RelativePositionEncoder1d", "RelativePositionEncoder2d"]
+__all__ = ["RelativePositionEncoder", "RelativePositionEncoder1d", "RelativePositionEncoder2d", "SurfacePositionEncoder"]

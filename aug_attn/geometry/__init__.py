@@ -1,0 +1,40 @@
+"""Point-cloud geometry in pure torch: sampling, neighbour search, normals, rotation-invariant features."""
+
+from aug_attn.geometry.neighbors import (
+    ball_query,
+    farthest_point_sample,
+    gather,
+    interpolate,
+    knn,
+    masked_centroid,
+    to_dense,
+)
+from aug_attn.geometry.normals import estimate_normals
+from aug_attn.geometry.surface import (
+    NUM_PAIR_FEATURES,
+    NUM_SURFACE_FEATURES,
+    Neighborhoods,
+    build_neighborhoods,
+    cyclic_order,
+    pair_features,
+    safe_normalize,
+    surface_features,
+)
+
+__all__ = [
+    "NUM_PAIR_FEATURES",
+    "NUM_SURFACE_FEATURES",
+    "Neighborhoods",
+    "ball_query",
+    "build_neighborhoods",
+    "cyclic_order",
+    "estimate_normals",
+    "farthest_point_sample",
+    "gather",
+    "interpolate",
+    "knn",
+    "masked_centroid",
+    "pair_features",
+    "safe_normalize",
+    "surface_features",
+]

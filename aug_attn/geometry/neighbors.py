@@ -1,0 +1,207 @@
+"""Neighbourhood search on point clouds in pure torch: FPS, kNN, ball query, gathering, interpolation.
+
+Every function takes dense clouds ``(B, N, 3)`` with an optional validity ``mask (B, N)`` (True =
+real point, PyTorch Geometric's ``to_dense_batch`` convention), so PyG ragged ``(pos, batch)``
+inputs work after :func:`to_dense`. Distances come from ``torch.cdist`` in its exact (no matmul)
+mode, computed for blocks of ``chunk_size`` queries, so memory is ``B * chunk_size * N`` floats
+and a chunked search returns exactly what an unchunked one does.
+
+Neighbour lists are always full: when a cloud has fewer than ``k`` valid points (or, for ball
+query, fewer inside the radius) the missing slots repeat the nearest neighbour, as the grouping
+of PointNet++ (Qi et al. 2017) repeats its first hit. Indices are never differentiated.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["to_dense", "gather", "masked_centroid", "farthest_point_sample", "knn", "ball_query", "interpolate"]
+
+DEFAULT_CHUNK_SIZE = 1024
+
+
+def to_dense(batch: Tensor, *values: Tensor, batch_size: int | None = None) -> tuple[list[Tensor], Tensor]:
+    """Pad PyG ragged tensors into dense batches.
+
+    Args:
+        batch: ``(P,)`` sorted cloud index of each point (PyG's ``batch`` vector).
+        values: tensors ``(P, ...)`` (``pos``, ``normal``, ``x``), ``None`` passes through.
+        batch_size: number of clouds ``B`` (default ``batch.max() + 1``).
+
+    Returns:
+        The values as ``(B, N_max, ...)`` (zeros in padding) and ``mask (B, N_max)``, True at real
+        points; ``dense[mask]`` gives the ragged tensor back.
+    """
+    if batch.dim() != 1 or (batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any())):
+        raise ValueError(f"batch must be a sorted 1D index vector, got shape {tuple(batch.shape)}")
+    counts = torch.bincount(batch, minlength=batch_size or 0)
+    starts = counts.cumsum(0) - counts
+    slot = torch.arange(batch.numel(), device=batch.device) - starts[batch]  # (P,) index within its cloud
+    size = (counts.numel(), int(counts.max()) if counts.numel() else 0)
+    mask = torch.zeros(size, dtype=torch.bool, device=batch.device)
+    mask[batch, slot] = True
+    dense = []
+    for value in values:
+        if value is None:
+            dense.append(None)
+            continue
+        if value.shape[0] != batch.numel():
+            raise ValueError(f"value of shape {tuple(value.shape)} does not match batch of length {batch.numel()}")
+        out = value.new_zeros(size + tuple(value.shape[1:]))
+        out[batch, slot] = value
+        dense.append(out)
+    return dense, mask
+
+
+def gather(x: Tensor, idx: Tensor) -> Tensor:
+    """``out[b, i..., :] = x[b, idx[b, i...], :]``.
+
+    Args:
+        x: ``(B, N, C)``.
+        idx: ``(B, ...)`` int64 indices into ``N``.
+
+    Returns:
+        ``(B, ..., C)``.
+    """
+    batch, channels = x.shape[0], x.shape[-1]
+    flat = idx.reshape(batch, -1, 1).expand(-1, -1, channels)  # (B, I, C)
+    return x.gather(1, flat).reshape(*idx.shape, channels)
+
+
+def _valid(pos: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return torch.ones(pos.shape[:2], dtype=torch.bool, device=pos.device)
+    if mask.shape != pos.shape[:2] or mask.dtype != torch.bool:
+        raise ValueError(f"mask must be bool of shape {tuple(pos.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
+    if not bool(mask.any(dim=1).all()):
+        raise ValueError("mask leaves a cloud without any point")
+    return mask
+
+
+def masked_centroid(pos: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean of the valid points: ``(B, N, 3)`` -> ``(B, 3)``."""
+    weight = _valid(pos, mask).to(pos.dtype).unsqueeze(-1)  # (B, N, 1)
+    return (pos * weight).sum(1) / weight.sum(1)
+
+
+@torch.no_grad()
+def farthest_point_sample(pos: Tensor, num_samples: int, mask: Tensor | None = None) -> Tensor:
+    """Iterative farthest point sampling, batched over clouds.
+
+    Starts from the point farthest from the centroid (ties: lowest index), a choice that does
+    not depend on the frame, so the selected indices are invariant to rotations and translations
+    (up to float ties). Each step adds ``argmax_j min_{s in S} |x_j - x_s|``; ``O(M N)`` per cloud.
+    A cloud with fewer than ``num_samples`` valid points repeats them (lowest index first).
+
+    Args:
+        pos: ``(B, N, 3)``.
+        num_samples: ``M``.
+        mask: ``(B, N)`` bool, True at real points.
+
+    Returns:
+        ``(B, M)`` int64 indices.
+    """
+    valid = _valid(pos, mask)
+    batch = pos.shape[0]
+    rows = torch.arange(batch, device=pos.device)
+    # -1 on padding: never the argmax, and min(-1, d) keeps it there.
+    farthest = ((pos - masked_centroid(pos, valid)[:, None]) ** 2).sum(-1).masked_fill(~valid, -1).argmax(1)
+    min_dist = torch.full(pos.shape[:2], float("inf"), dtype=pos.dtype, device=pos.device).masked_fill(~valid, -1)
+    out = torch.empty(batch, num_samples, dtype=torch.long, device=pos.device)
+    for i in range(num_samples):
+        out[:, i] = farthest
+        dist = ((pos - pos[rows, farthest].unsqueeze(1)) ** 2).sum(-1)  # (B, N)
+        min_dist = torch.minimum(min_dist, dist)
+        farthest = min_dist.argmax(1)
+    return out
+
+
+@torch.no_grad()
+def knn(
+    query: Tensor, pos: Tensor, k: int, mask: Tensor | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` nearest valid points of ``pos`` to each query, nearest first.
+
+    Args:
+        query: ``(B, M, 3)``.
+        pos: ``(B, N, 3)``.
+        k: neighbours per query; slots beyond the cloud's valid points repeat the nearest.
+        mask: ``(B, N)`` bool, True at real points of ``pos``.
+        chunk_size: queries per ``cdist`` block (memory ``B * chunk_size * N``).
+
+    Returns:
+        ``idx (B, M, k)`` int64 and Euclidean ``dist (B, M, k)``, ascending.
+    """
+    if k < 1 or chunk_size < 1:
+        raise ValueError(f"k and chunk_size must be >= 1, got k={k}, chunk_size={chunk_size}")
+    if query.dim() != 3 or pos.dim() != 3 or query.shape[0] != pos.shape[0] or query.shape[-1] != pos.shape[-1]:
+        raise ValueError(f"knn expects query (B, M, D) and pos (B, N, D), got {tuple(query.shape)}, {tuple(pos.shape)}")
+    valid = _valid(pos, mask)
+    found = min(k, pos.shape[1])
+    dists, idxs = [], []
+    for start in range(0, query.shape[1], chunk_size):
+        dist = torch.cdist(query[:, start : start + chunk_size], pos, compute_mode="donot_use_mm_for_euclid_dist")
+        dist = dist.masked_fill(~valid[:, None], float("inf"))  # (B, c, N)
+        d, i = dist.topk(found, dim=-1, largest=False, sorted=True)  # (B, c, found)
+        dists.append(d)
+        idxs.append(i)
+    dist, idx = torch.cat(dists, 1), torch.cat(idxs, 1)  # (B, M, found)
+    if found < k:
+        dist = torch.cat([dist, dist[..., :1].expand(-1, -1, k - found)], -1)
+        idx = torch.cat([idx, idx[..., :1].expand(-1, -1, k - found)], -1)
+    return _repeat_nearest(idx, dist, torch.isinf(dist))
+
+
+def _repeat_nearest(idx: Tensor, dist: Tensor, missing: Tensor) -> tuple[Tensor, Tensor]:
+    """Replace the ``missing (B, M, k)`` slots by the first (nearest) one."""
+    return torch.where(missing, idx[..., :1], idx), torch.where(missing, dist[..., :1], dist)
+
+
+@torch.no_grad()
+def ball_query(
+    query: Tensor,
+    pos: Tensor,
+    radius: float,
+    k: int,
+    mask: Tensor | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> tuple[Tensor, Tensor]:
+    """The (up to) ``k`` nearest points within ``radius`` of each query, nearest first.
+
+    Unlike PointNet++'s CUDA kernel, which keeps the first ``k`` hits in index order, this keeps
+    the nearest ``k`` (rotation-invariant and independent of point order). Empty slots repeat the
+    nearest point, which is kept even when it lies outside the ball so every slot is a real point.
+
+    Args and returns as :func:`knn`.
+    """
+    idx, dist = knn(query, pos, k, mask, chunk_size)
+    return _repeat_nearest(idx, dist, dist > radius)
+
+
+def interpolate(
+    pos: Tensor,
+    source_pos: Tensor,
+    source_x: Tensor,
+    k: int = 3,
+    mask: Tensor | None = None,
+    eps: float = 1e-8,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Tensor:
+    """Inverse-distance-weighted kNN interpolation of features (PointNet++ feature propagation).
+
+    ``x_i = sum_j w_ij x_j / sum_j w_ij`` over the ``k`` nearest sources, ``w_ij = 1 / (d_ij + eps)``.
+
+    Args:
+        pos: ``(B, N, 3)`` target points.
+        source_pos: ``(B, M, 3)`` points carrying features.
+        source_x: ``(B, M, C)``.
+        mask: ``(B, M)`` bool validity of the sources.
+
+    Returns:
+        ``(B, N, C)``.
+    """
+    idx, dist = knn(pos, source_pos, k, mask, chunk_size)  # (B, N, k)
+    weight = 1.0 / (dist + eps)
+    weight = weight / weight.sum(-1, keepdim=True)
+    return (gather(source_x, idx) * weight.unsqueeze(-1).to(source_x.dtype)).sum(2)  # (B, N, C)
