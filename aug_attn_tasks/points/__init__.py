@@ -1,0 +1,32 @@
+"""Point cloud data: file readers, datasets in the real layouts, synthetic shapes, rotation protocols."""
+
+from aug_attn_tasks.points.datasets import (
+    ModelNetH5,
+    ModelNetMesh,
+    ModelNetResampled,
+    PointCloudDataset,
+    PointFolder,
+    ScanObjectNN,
+    ShapeNetPart,
+    SyntheticShapes,
+)
+from aug_attn_tasks.points.io import load_point_cloud, read_off, read_ply, sample_surface
+from aug_attn_tasks.points.transforms import RandomRotation, rotation_protocol, rotation_transforms
+
+__all__ = [
+    "ModelNetH5",
+    "ModelNetMesh",
+    "ModelNetResampled",
+    "PointCloudDataset",
+    "PointFolder",
+    "RandomRotation",
+    "ScanObjectNN",
+    "ShapeNetPart",
+    "SyntheticShapes",
+    "load_point_cloud",
+    "read_off",
+    "read_ply",
+    "rotation_protocol",
+    "rotation_transforms",
+    "sample_surface",
+]
