@@ -349,6 +349,9 @@ def test_scanobjectnn_variants(tmp_path: Path) -> None:
     hardest = ds.ScanObjectNN(root, "train", num_points=256, sampling="random")
     assert len(hardest) == 3 and hardest.num_classes == 15 and hardest.class_names[14] == "toilet"
     assert not hardest.has_normals and hardest[1]["normal"].shape == (256, 0) and int(hardest[1]["label"]) == 14
+    batch = next(iter(torch.utils.data.DataLoader(hardest, batch_size=2)))
+    assert batch["pos"].shape == (2, 256, 3) and batch["normal"].shape == (2, 256, 0)
+    assert batch["label"].tolist() == [0, 14]
     assert len(ds.ScanObjectNN(split, "test", num_points=256, sampling="first")) == 1  # root = main_split
     assert len(ds.ScanObjectNN(root, "train", variant="obj_bg", num_points=256, sampling="first")) == 2
     with pytest.raises(ValueError, match="test_objectdataset.h5"):
@@ -388,6 +391,8 @@ def test_shapenet_part(tmp_path: Path) -> None:
     # parts follow their points through the subsampling (the fixture's part comes from the normal)
     expected = 36 + ((sample["normal"][:, 2] > 0).long() + (sample["normal"][:, 0] > 0).long()).clamp(max=1)
     assert torch.equal(sample["part"], expected)
+    batch = next(iter(torch.utils.data.DataLoader(train, batch_size=2)))
+    assert batch["part"].shape == (2, 128) and batch["category"].tolist() == [0, 11]
     assert len(ds.ShapeNetPart(root, "trainval", num_points=128)) == 3
     assert len(ds.ShapeNetPart(root, "test", num_points=128, categories=["Mug"])) == 1
     with pytest.raises(ValueError, match="Mugs"):
