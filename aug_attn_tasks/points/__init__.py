@@ -11,15 +11,27 @@ from aug_attn_tasks.points.datasets import (
     SyntheticShapes,
 )
 from aug_attn_tasks.points.io import load_point_cloud, read_off, read_ply, sample_surface
-from aug_attn_tasks.points.transforms import RandomRotation, rotation_protocol, rotation_transforms
+from aug_attn_tasks.points.synthetic import SHAPES
+from aug_attn_tasks.points.transforms import (
+    Compose,
+    Jitter,
+    RandomRotation,
+    RandomScale,
+    rotation_protocol,
+    rotation_transforms,
+)
 
 __all__ = [
+    "SHAPES",
+    "Compose",
+    "Jitter",
     "ModelNetH5",
     "ModelNetMesh",
     "ModelNetResampled",
     "PointCloudDataset",
     "PointFolder",
     "RandomRotation",
+    "RandomScale",
     "ScanObjectNN",
     "ShapeNetPart",
     "SyntheticShapes",
