@@ -1,0 +1,128 @@
+"""Decode audio files once into a resumable, verifiable cache of float32 ``.npy`` arrays.
+
+Layout: ``<cache_dir>/<relative path>.npy`` per file plus ``manifest.json``::
+
+    {"sample_rate": 16000,
+     "entries": {"c/clip.mp3": {"file": "c/clip.mp3.npy", "samples": 465984, "bytes": 1864064, "sha256": "..."}},
+     "skipped": {"c/broken.mp3": "c/broken.mp3: cannot decode audio (...)"}}
+
+Arrays are written to a temporary name and renamed, and the manifest is saved every
+``save_every`` files, so an interrupted run resumes where it stopped; ``verify=True`` re-hashes
+every cached array and re-decodes the ones whose size or checksum differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from aug_attn_tasks.audio.io import AudioDecodeError, load_audio
+
+__all__ = ["prepare_cache", "load_manifest", "MANIFEST"]
+
+MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(cache_dir: str | Path) -> dict[str, Any]:
+    """The cache's manifest, or an empty one if there is none yet."""
+    path = Path(cache_dir) / MANIFEST
+    if not path.is_file():
+        return {"sample_rate": None, "entries": {}, "skipped": {}}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: corrupt cache manifest ({error}); delete it to rebuild the cache") from error
+
+
+def _save_manifest(cache_dir: Path, manifest: dict[str, Any]) -> None:
+    tmp = cache_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(tmp, cache_dir / MANIFEST)
+
+
+def _is_valid(cache_dir: Path, entry: dict[str, Any], verify: bool) -> bool:
+    path = cache_dir / entry["file"]
+    if not path.is_file() or path.stat().st_size != entry["bytes"]:
+        return False
+    return not verify or _sha256(path) == entry["sha256"]
+
+
+def prepare_cache(
+    root: str | Path,
+    keys: list[str],
+    cache_dir: str | Path,
+    sample_rate: int,
+    skip_errors: bool = False,
+    verify: bool = False,
+    save_every: int = 100,
+    progress: bool = True,
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Decode ``root/<key>`` for every key into the cache (mono, ``sample_rate``).
+
+    Args:
+        root: folder the keys are relative to.
+        keys: relative paths of the audio files.
+        cache_dir: where arrays and the manifest go.
+        sample_rate: target rate; a cache built at another rate raises.
+        skip_errors: log and record undecodable files instead of raising :class:`AudioDecodeError`.
+        verify: re-hash cached arrays (slow) instead of trusting their sizes.
+
+    Returns:
+        ``(arrays, skipped)``: key -> cached ``.npy`` path for every usable key, and key -> error for
+        every file skipped (in this run or an earlier one).
+    """
+    root, cache_dir = Path(root), Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    manifest = load_manifest(cache_dir)
+    if manifest["sample_rate"] not in (None, sample_rate):
+        raise ValueError(f"{cache_dir}: cache holds audio at {manifest['sample_rate']} Hz, {sample_rate} Hz requested")
+    manifest["sample_rate"] = sample_rate
+    entries, skipped = manifest["entries"], manifest["skipped"]
+    todo = [k for k in keys if not (k in entries and _is_valid(cache_dir, entries[k], verify))]
+    if skip_errors:
+        todo = [k for k in todo if k not in skipped]
+    else:
+        for key in todo:
+            skipped.pop(key, None)  # strict mode retries files an earlier skipping run gave up on
+    for done, key in enumerate(tqdm(todo, desc=f"decoding audio -> {cache_dir}", unit="file", disable=not progress or not todo)):
+        try:
+            audio = load_audio(root / key, sample_rate)
+        except AudioDecodeError as error:
+            if not skip_errors:
+                _save_manifest(cache_dir, manifest)
+                raise
+            log.warning("skipping %s", error)
+            skipped[key] = str(error)
+            entries.pop(key, None)
+            continue
+        target = cache_dir / (key + ".npy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "wb") as handle:
+            np.save(handle, audio)
+        os.replace(tmp, target)
+        entries[key] = {"file": key + ".npy", "samples": int(audio.shape[0]), "bytes": target.stat().st_size, "sha256": _sha256(target)}
+        if (done + 1) % save_every == 0:
+            _save_manifest(cache_dir, manifest)
+    _save_manifest(cache_dir, manifest)
+    missing = [k for k in keys if k in skipped]
+    if missing:
+        log.warning("%d of %d files skipped as undecodable (listed in %s)", len(missing), len(keys), cache_dir / MANIFEST)
+    arrays = {k: cache_dir / entries[k]["file"] for k in keys if k in entries}
+    return arrays, {k: skipped[k] for k in missing}

@@ -1,0 +1,332 @@
+"""Tagging datasets: MagnaTagATune, folder-per-class, CSV multi-label, synthetic; one DataModule.
+
+A *catalog* lists a dataset's tags and, per split (``train``, ``valid``, ``test``), the clips as
+relative file paths with their targets; :func:`build_catalog` reads it from the ``data`` config
+section without decoding audio. File-based layouts are decoded once into a cache
+(:func:`~aug_attn_tasks.audio.cache.prepare_cache`) in ``prepare_data``; training reads the cache.
+
+Layouts (``data.layout``):
+
+- ``mtat``: ``<root>/annotations_final.csv`` (tab-separated: ``clip_id``, 188 tag columns,
+  ``mp3_path``) and clips under ``<root>/<0-f>/``. With ``data.split_dir`` holding Won et al.'s
+  ``tags.npy``, ``binary.npy``, ``train.npy``, ``valid.npy``, ``test.npy`` (lines ``"ix\\t<folder>/<file>.mp3"``,
+  ix = CSV row) those define tags and splits; otherwise the ``top_k`` (50) most frequent tags over
+  the whole CSV (the usual protocol) and folders 0-b train, c valid, d-f test.
+- ``folder``: ``<root>/<label>/*.wav|flac|ogg|mp3`` (GTZAN); single-label, labels sorted.
+- ``csv``: ``data.csv`` with a ``path`` column (relative to the CSV's folder), one 0/1 column per
+  tag and optionally a ``split`` column (train/valid/test).
+- ``synthetic``: :mod:`~aug_attn_tasks.audio.synthetic` clips, generated in memory.
+
+``folder`` and ``csv`` without split information are split per class (folder) or at random (csv)
+with ``data.split_seed`` into ``1 - valid_fraction - test_fraction`` / ``valid_fraction`` /
+``test_fraction``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from aug_attn_tasks.audio.cache import prepare_cache
+from aug_attn_tasks.audio.io import chunk_windows, fit_length
+from aug_attn_tasks.audio.synthetic import SYNTHETIC_TAGS, synthetic_clip
+
+__all__ = ["Catalog", "build_catalog", "ClipDataset", "AudioDataModule", "AUDIO_EXTENSIONS", "SPLITS"]
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+SPLITS = ("train", "valid", "test")
+MTAT_CSV = "annotations_final.csv"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Catalog:
+    """Tags and per-split clips: ``keys[split]`` relative paths, ``targets[split]`` ``(N, T)`` float32
+    multi-hot (multi-label) or ``(N,)`` int64 class indices (single-label)."""
+
+    tags: list[str]
+    multi_label: bool
+    keys: dict[str, list[str]] = field(default_factory=dict)
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def drop(self, split: str, missing: set[str]) -> None:
+        """Remove the clips named in ``missing`` from ``split``."""
+        keep = [i for i, k in enumerate(self.keys[split]) if k not in missing]
+        self.keys[split] = [self.keys[split][i] for i in keep]
+        self.targets[split] = self.targets[split][keep]
+
+
+def _read_mtat_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """``annotations_final.csv`` -> (188 tag names, mp3 paths, (N, 188) 0/1 matrix)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"MagnaTagATune annotations not found: {path}")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    header = rows[0]
+    if len(header) < 3 or header[0] != "clip_id" or header[-1] != "mp3_path":
+        raise ValueError(f"{path}: expected a tab-separated header 'clip_id, <tags>, mp3_path', got {header[:3]}...")
+    body = [r for r in rows[1:] if r]
+    bad = next((i for i, r in enumerate(body) if len(r) != len(header)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: row {bad + 1} has {len(body[bad])} fields, the header {len(header)}")
+    labels = np.array([[int(v) for v in r[1:-1]] for r in body], dtype=np.float32)
+    return header[1:-1], [r[-1] for r in body], labels
+
+
+def _load_split_array(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"split file not found: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise ValueError(f"{path}: expected a numpy string/number array (saved without pickle): {error}") from error
+
+
+def _mtat_catalog(cfg: dict[str, Any]) -> Catalog:
+    root = Path(cfg["root"])
+    tags188, paths, labels = _read_mtat_csv(root / MTAT_CSV)
+    if cfg.get("split_dir"):
+        split_dir = Path(cfg["split_dir"])
+        tags = [str(t) for t in _load_split_array(split_dir / "tags.npy")]
+        binary = _load_split_array(split_dir / "binary.npy").astype(np.float32)
+        if binary.shape != (len(paths), len(tags)):
+            raise ValueError(f"{split_dir / 'binary.npy'}: shape {binary.shape}, expected ({len(paths)}, {len(tags)})")
+        catalog = Catalog(tags, True)
+        for split in SPLITS:
+            lines = [str(line).split("\t") for line in _load_split_array(split_dir / f"{split}.npy")]
+            if any(len(parts) != 2 for parts in lines):
+                raise ValueError(f"{split_dir / f'{split}.npy'}: lines must look like 'ix\\t<folder>/<file>.mp3'")
+            rows = [int(ix) for ix, _ in lines]
+            catalog.keys[split] = [name for _, name in lines]
+            catalog.targets[split] = binary[rows]
+        return catalog
+    top_k = int(cfg.get("top_k", 50))
+    counts = labels.sum(axis=0)
+    order = sorted(range(len(tags188)), key=lambda i: (-counts[i], i))[:top_k]
+    folder_split = {**dict.fromkeys("0123456789ab", "train"), "c": "valid", **dict.fromkeys("def", "test")}
+    catalog = Catalog([tags188[i] for i in order], True)
+    for split in SPLITS:
+        rows = [i for i, p in enumerate(paths) if folder_split.get(p.split("/")[0]) == split]
+        catalog.keys[split] = [paths[i] for i in rows]
+        catalog.targets[split] = labels[rows][:, order]
+    return catalog
+
+
+def _random_split(n: int, cfg: dict[str, Any], groups: np.ndarray | None = None) -> np.ndarray:
+    """Split labels (0 train, 1 valid, 2 test) for ``n`` items, stratified by ``groups`` if given."""
+    rng = np.random.default_rng(int(cfg.get("split_seed", 0)))
+    valid, test = float(cfg.get("valid_fraction", 0.1)), float(cfg.get("test_fraction", 0.1))
+    assignment = np.zeros(n, dtype=np.int64)
+    for group in np.unique(groups) if groups is not None else [None]:
+        members = np.flatnonzero(groups == group) if groups is not None else np.arange(n)
+        members = rng.permutation(members)
+        n_test, n_valid = int(round(test * len(members))), int(round(valid * len(members)))
+        assignment[members[:n_test]] = 2
+        assignment[members[n_test : n_test + n_valid]] = 1
+    return assignment
+
+
+def _folder_catalog(cfg: dict[str, Any]) -> Catalog:
+    root = Path(cfg["root"])
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    labels = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    keys, classes = [], []
+    for index, label in enumerate(labels):
+        files = sorted(p for p in (root / label).iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+        keys += [f"{label}/{p.name}" for p in files]
+        classes += [index] * len(files)
+    if not keys:
+        raise ValueError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in <root>/<label>/ folders")
+    classes_arr = np.array(classes, dtype=np.int64)
+    assignment = _random_split(len(keys), cfg, classes_arr)
+    catalog = Catalog(labels, False)
+    for code, split in enumerate(SPLITS):
+        rows = np.flatnonzero(assignment == code)
+        catalog.keys[split] = [keys[i] for i in rows]
+        catalog.targets[split] = classes_arr[rows]
+    return catalog
+
+
+def _csv_catalog(cfg: dict[str, Any]) -> Catalog:
+    path = Path(cfg["csv"])
+    if not path.is_file():
+        raise FileNotFoundError(f"label CSV not found: {path}")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        fields = reader.fieldnames or []
+    if "path" not in fields:
+        raise ValueError(f"{path}: needs a 'path' column, found {fields}")
+    tags = [f for f in fields if f not in ("path", "split")]
+    try:
+        targets = np.array([[float(r[t]) for t in tags] for r in rows], dtype=np.float32)
+    except ValueError as error:
+        raise ValueError(f"{path}: tag columns must hold 0/1 values ({error})") from error
+    if "split" in fields:
+        names = {"train": 0, "valid": 1, "val": 1, "validation": 1, "test": 2}
+        unknown = {r["split"] for r in rows} - set(names)
+        if unknown:
+            raise ValueError(f"{path}: unknown split values {sorted(unknown)}; use train, valid, test")
+        assignment = np.array([names[r["split"]] for r in rows])
+    else:
+        assignment = _random_split(len(rows), cfg)
+    catalog = Catalog(tags, True)
+    for code, split in enumerate(SPLITS):
+        idx = np.flatnonzero(assignment == code)
+        catalog.keys[split] = [rows[i]["path"] for i in idx]
+        catalog.targets[split] = targets[idx]
+    return catalog
+
+
+def _synthetic_catalog(cfg: dict[str, Any]) -> Catalog:
+    catalog = Catalog(list(SYNTHETIC_TAGS), True)
+    start = 0
+    for split in SPLITS:
+        count = int(cfg.get(f"num_{split}", {"train": 1000, "valid": 150, "test": 250}[split]))
+        # Keys are generator indices: disjoint ranges, hence disjoint clips across splits.
+        catalog.keys[split] = [str(i) for i in range(start, start + count)]
+        start += count
+    return catalog
+
+
+_CATALOGS: dict[str, Callable[[dict[str, Any]], Catalog]] = {
+    "mtat": _mtat_catalog,
+    "folder": _folder_catalog,
+    "csv": _csv_catalog,
+    "synthetic": _synthetic_catalog,
+}
+
+
+def build_catalog(cfg: dict[str, Any]) -> Catalog:
+    """The catalog of the ``data`` config section (see the module docstring)."""
+    layout = cfg.get("layout", "synthetic")
+    if layout not in _CATALOGS:
+        raise ValueError(f"data.layout={layout!r}: expected one of {', '.join(_CATALOGS)}")
+    return _CATALOGS[layout](cfg)
+
+
+def audio_root(cfg: dict[str, Any]) -> Path:
+    """Folder the catalog's keys are relative to."""
+    return Path(cfg["csv"]).parent if cfg.get("layout") == "csv" else Path(cfg["root"])
+
+
+class ClipDataset(Dataset):
+    """Clips as model inputs.
+
+    Training (``num_chunks=None``): one random crop of ``chunk`` samples per clip, ``(chunk,)``.
+    Evaluation: ``num_chunks`` evenly spaced crops, ``(num_chunks, chunk)``. Clips shorter than
+    ``chunk`` are zero-padded. Items are ``(audio, target)``.
+
+    Args:
+        load: clip index -> mono waveform ``(L,)`` float32.
+        targets: ``(N, T)`` or ``(N,)``.
+    """
+
+    def __init__(self, load: Callable[[int], np.ndarray], targets: np.ndarray, chunk: int, num_chunks: int | None = None) -> None:
+        self.load, self.targets, self.chunk, self.num_chunks = load, targets, chunk, num_chunks
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        audio = self.load(index)
+        if self.num_chunks is None:
+            audio = fit_length(audio, self.chunk)
+            start = int(torch.randint(0, audio.shape[0] - self.chunk + 1, ()))  # torch RNG: seeded per worker by Lightning
+            audio = np.array(audio[start : start + self.chunk], dtype=np.float32)
+        else:
+            audio = chunk_windows(audio, self.chunk, count=self.num_chunks)
+        return torch.from_numpy(audio), torch.as_tensor(self.targets[index])
+
+
+class AudioDataModule(L.LightningDataModule):
+    """Loaders for the ``data`` config section.
+
+    Keys: ``layout`` and its options (module docstring), ``sample_rate`` (16000), ``chunk_samples``
+    (model input length), ``batch_size``, ``num_workers``, ``eval_chunks`` (16, test),
+    ``val_chunks`` (validation, default ``eval_chunks``), ``cache_dir`` (default
+    ``<root>/cache-<rate>hz``), ``skip_errors`` (log and count undecodable files instead of failing),
+    ``verify_cache``; synthetic: ``seed``, ``clip_seconds``, ``num_train``/``num_valid``/``num_test``.
+    """
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.sample_rate = int(cfg.get("sample_rate", 16000))
+        self.chunk = int(cfg.get("chunk_samples", 59049))
+        self.catalog = build_catalog(cfg)
+        self.datasets: dict[str, ClipDataset] = {}
+        self.skipped: dict[str, str] = {}
+
+    def cache_files(self) -> tuple[dict[str, Path], dict[str, str]]:
+        """Decode every clip of the catalog into the cache; ``(key -> .npy path, key -> skip reason)``."""
+        root = audio_root(self.cfg)
+        keys = [k for split in SPLITS for k in self.catalog.keys[split]]
+        cache_dir = self.cfg.get("cache_dir") or root / f"cache-{self.sample_rate}hz"
+        return prepare_cache(
+            root, keys, cache_dir, self.sample_rate, bool(self.cfg.get("skip_errors", False)), bool(self.cfg.get("verify_cache", False))
+        )
+
+    def prepare_data(self) -> None:
+        if self.cfg.get("layout", "synthetic") != "synthetic":
+            self.cache_files()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        if self.cfg.get("layout", "synthetic") == "synthetic":
+            loaders = self._synthetic_loaders()
+        else:
+            loaders = self._cached_loaders()
+        eval_chunks = int(self.cfg.get("eval_chunks", 16))
+        chunks = {"train": None, "valid": int(self.cfg.get("val_chunks", eval_chunks)), "test": eval_chunks}
+        for split in SPLITS:
+            self.datasets[split] = ClipDataset(loaders[split], self.catalog.targets[split], self.chunk, chunks[split])
+
+    def _synthetic_loaders(self) -> dict[str, Callable[[int], np.ndarray]]:
+        seed, seconds = int(self.cfg.get("seed", 0)), float(self.cfg.get("clip_seconds", 2.0))
+        loaders = {}
+        for split in SPLITS:
+            clips = [synthetic_clip(seed, int(k), seconds, self.sample_rate) for k in self.catalog.keys[split]]
+            self.catalog.targets[split] = np.stack([tags for _, tags in clips])
+            waves = [wave for wave, _ in clips]
+            loaders[split] = waves.__getitem__
+        return loaders
+
+    def _cached_loaders(self) -> dict[str, Callable[[int], np.ndarray]]:
+        arrays, skipped = self.cache_files()
+        self.skipped = skipped
+        loaders = {}
+        for split in SPLITS:
+            missing = set(self.catalog.keys[split]) - set(arrays)
+            if missing:
+                log.warning("%s split: %d clips left out as undecodable (see the cache manifest)", split, len(missing))
+                self.catalog.drop(split, missing)
+            paths = [arrays[k] for k in self.catalog.keys[split]]
+            # Memory-mapped: a crop reads only its own samples from disk.
+            loaders[split] = lambda i, paths=paths: np.load(paths[i], mmap_mode="r")
+        return loaders
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        workers = int(self.cfg.get("num_workers", 0))
+        return DataLoader(
+            self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=shuffle, persistent_workers=workers > 0
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, int(self.cfg.get("batch_size", 16)))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", False, int(self.cfg.get("eval_batch_size", 4)))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False, int(self.cfg.get("eval_batch_size", 4)))

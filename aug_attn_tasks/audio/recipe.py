@@ -1,0 +1,171 @@
+"""The ``tagging`` recipe: raw-waveform music tagging (multi-label) or classification (single-label).
+
+Config sections used: ``data`` (see :class:`~aug_attn_tasks.audio.datasets.AudioDataModule`),
+``model`` (``name``: muslcat | muslcan | samplecnn, other keys go to the model's constructor),
+``optim`` (:func:`~aug_attn_tasks.optim.build_optimization`). Multi-label sets train with binary
+cross-entropy and report macro ROC-AUC / PR-AUC; single-label sets use cross-entropy and accuracy.
+Validation and test average the sigmoid (softmax) outputs over ``val_chunks`` / ``eval_chunks``
+(16) evenly spaced chunks per clip, the protocol of Won et al. 2020.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aug_attn.models.muslcat import MuSLCAN, MuSLCAT
+from aug_attn.models.samplecnn import SampleCNN
+from aug_attn_tasks.audio.datasets import AudioDataModule, build_catalog
+from aug_attn_tasks.audio.metrics import tagging_metrics
+from aug_attn_tasks.optim import build_optimization
+
+__all__ = ["MODELS", "TaggingModule", "build_model", "build_module", "build_data", "report", "PER_TAG_FILE"]
+
+MODELS: dict[str, type[nn.Module]] = {"muslcat": MuSLCAT, "muslcan": MuSLCAN, "samplecnn": SampleCNN}
+PER_TAG_FILE = "per_tag_metrics.tsv"
+
+
+def build_model(model_cfg: dict[str, Any], num_tags: int) -> nn.Module:
+    """The model named by ``model_cfg["name"]``, other keys as constructor arguments."""
+    kwargs = dict(model_cfg)
+    name = kwargs.pop("name", None)
+    if name not in MODELS:
+        raise ValueError(f"model.name={name!r}: expected one of {', '.join(MODELS)}")
+    return MODELS[name](num_tags, **kwargs)
+
+
+class TaggingModule(L.LightningModule):
+    """Trains a waveform tagger; ``config["data"]`` must hold ``tags`` and ``multi_label``
+    (:func:`build_module` fills them in, so checkpoints carry the tag names)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.config = config
+        self.tags: list[str] = list(config["data"]["tags"])
+        self.multi_label = bool(config["data"]["multi_label"])
+        self.model = build_model(config.get("model", {}), len(self.tags))
+        self._scores: list[Tensor] = []
+        self._targets: list[Tensor] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, L)`` waveforms -> ``(B, T)`` logits."""
+        return self.model(x)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits, target) if self.multi_label else F.cross_entropy(logits, target)
+
+    def clip_scores(self, windows: Tensor, batch_windows: int = 64) -> tuple[Tensor, Tensor]:
+        """``(B, K, L)`` windows of B clips -> (per-clip probabilities averaged over windows ``(B, T)``,
+        per-window logits ``(B, K, T)``); windows run in batches of ``batch_windows``."""
+        batch, count, length = windows.shape
+        flat = windows.reshape(batch * count, length)  # (B*K, L)
+        logits = torch.cat([self(part) for part in flat.split(batch_windows)]).view(batch, count, -1)  # (B, K, T)
+        probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+        return probs.mean(dim=1), logits  # (B, T), (B, K, T)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        audio, target = batch  # (B, L), (B, T) or (B,)
+        loss = self.loss(self(audio), target)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=audio.shape[0])
+        return loss
+
+    def _eval_step(self, batch: tuple[Tensor, Tensor], split: str) -> None:
+        windows, target = batch  # (B, K, L), (B, T) or (B,)
+        scores, logits = self.clip_scores(windows)
+        count = windows.shape[1]
+        loss = self.loss(logits.flatten(0, 1), target.repeat_interleave(count, dim=0))
+        self.log(f"{split}/loss", loss, prog_bar=True, batch_size=windows.shape[0])
+        self._scores.append(scores.detach().cpu())
+        self._targets.append(target.detach().cpu())
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _epoch_metrics(self, split: str, per_tag: bool) -> None:
+        scores, targets = torch.cat(self._scores).numpy(), torch.cat(self._targets).numpy()
+        self._scores, self._targets = [], []
+        if not self.multi_label:
+            self.log(f"{split}/accuracy", float((scores.argmax(axis=1) == targets).mean()), prog_bar=True)
+            return
+        result = tagging_metrics(scores, targets, self.tags)
+        self.log(f"{split}/roc_auc", result["roc_auc"], prog_bar=True)
+        values = {f"{split}/pr_auc": result["pr_auc"], f"{split}/excluded_tags": float(len(result["excluded"]))}
+        if per_tag:
+            for tag, m in result["per_tag"].items():
+                values[f"{split}/roc_auc/{tag}"] = m["roc_auc"]
+                values[f"{split}/pr_auc/{tag}"] = m["pr_auc"]
+                values[f"{split}/positives/{tag}"] = float(m["positives"])
+        self.log_dict(values)
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_metrics("val", per_tag=False)
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_metrics("test", per_tag=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return build_optimization(self.parameters(), self.config.get("optim", {}), int(self.trainer.max_epochs or 1))
+
+
+def _with_tags(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``data.tags`` and ``data.multi_label`` filled from the dataset when missing."""
+    config = copy.deepcopy(config)
+    data = config.setdefault("data", {})
+    if "tags" not in data or "multi_label" not in data:
+        catalog = build_catalog(data)
+        data["tags"], data["multi_label"] = catalog.tags, catalog.multi_label
+    return config
+
+
+def build_module(config: dict[str, Any]) -> TaggingModule:
+    return TaggingModule(_with_tags(config))
+
+
+def build_data(config: dict[str, Any]) -> AudioDataModule:
+    data = AudioDataModule(config.get("data", {}))
+    expected = config.get("data", {}).get("tags")
+    if expected is not None and list(expected) != data.catalog.tags:
+        raise ValueError(
+            f"data.tags of the config ({len(expected)} tags) differ from the dataset's ({len(data.catalog.tags)}): "
+            "a checkpoint can only be evaluated on data with its own tag set"
+        )
+    return data
+
+
+def report(metrics: dict[str, float], config: dict[str, Any], run_dir: str | Path) -> None:
+    """Print the test metrics; write the per-tag table ``per_tag_metrics.tsv`` into ``run_dir``."""
+    config = _with_tags(config)
+    tags, name = config["data"]["tags"], config.get("name", "run")
+    if "test/accuracy" in metrics:
+        print(f"[{name}] test accuracy: {metrics['test/accuracy']:.4f}  ({len(tags)} classes)")
+        return
+    rows = [
+        (tag, metrics[f"test/roc_auc/{tag}"], metrics[f"test/pr_auc/{tag}"], int(metrics[f"test/positives/{tag}"]))
+        for tag in tags
+        if f"test/roc_auc/{tag}" in metrics
+    ]
+    excluded = [tag for tag in tags if f"test/roc_auc/{tag}" not in metrics]
+    path = Path(run_dir) / PER_TAG_FILE
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("tag\troc_auc\tpr_auc\tpositives\n")
+        for tag, roc, pr, positives in sorted(rows, key=lambda r: -r[1]):
+            handle.write(f"{tag}\t{roc:.4f}\t{pr:.4f}\t{positives}\n")
+        for tag in excluded:
+            handle.write(f"{tag}\tnan\tnan\t(excluded: no positive or no negative clip)\n")
+    roc, pr = metrics.get("test/roc_auc", math.nan), metrics.get("test/pr_auc", math.nan)
+    print(f"[{name}] test ROC-AUC: {roc:.4f}  PR-AUC: {pr:.4f}  (macro over {len(rows)} tags)")
+    if excluded:
+        print(f"[{name}] excluded from the averages (no positive or no negative test clip): {', '.join(excluded)}")
+    print(f"[{name}] per-tag table: {path}")
+

@@ -1,0 +1,252 @@
+"""Audio decoding, the decode cache and the dataset layouts (MTAT, folder, CSV, synthetic)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from aug_attn_tasks.audio import cache as cache_module
+from aug_attn_tasks.audio.cache import MANIFEST, prepare_cache
+from aug_attn_tasks.audio.datasets import AudioDataModule, build_catalog
+from aug_attn_tasks.audio.io import AudioDecodeError, chunk_windows, fit_length, load_audio, window_starts
+from aug_attn_tasks.audio.synthetic import SYNTHETIC_TAGS, synthetic_clip
+
+RATE = 16000
+NUM_MTAT_TAGS = 188
+
+
+def _tone(seconds: float, rate: int, freq: float = 440.0) -> np.ndarray:
+    return (0.5 * np.sin(2 * np.pi * freq * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def test_load_audio_resamples_and_mixes_stereo_to_mono(tmp_path):
+    left, right = _tone(1.0, 44100, 440.0), _tone(1.0, 44100, 1000.0)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], axis=1), 44100)
+    audio = load_audio(path, RATE)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert abs(audio.shape[0] - RATE) <= 1
+    spectrum = np.abs(np.fft.rfft(audio))
+    freqs = np.fft.rfftfreq(audio.shape[0], 1 / RATE)
+    peaks = sorted(freqs[np.argsort(spectrum)[-2:]].round())
+    assert peaks == [440.0, 1000.0]  # both channels are in the mix, at the right pitch after resampling
+    assert np.isclose(spectrum[freqs == 440].item(), spectrum[freqs == 1000].item(), rtol=0.05)
+
+
+def test_decoding_error_names_the_file(tmp_path):
+    path = tmp_path / "broken.mp3"
+    path.write_bytes(b"this is not audio" * 10)
+    with pytest.raises(AudioDecodeError, match="broken.mp3"):
+        load_audio(path, RATE)
+
+
+def test_window_starts_and_padding():
+    assert window_starts(100, 10, count=4) == [0, 30, 60, 90]  # first at 0, last ending at the end
+    assert window_starts(100, 10, hop=40) == [0, 40, 80, 90]
+    assert window_starts(5, 10, count=16) == [0] * 16  # short clip: one padded window position
+    padded = fit_length(np.ones(5, dtype=np.float32), 8)
+    assert padded.tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
+    windows = chunk_windows(np.arange(100, dtype=np.float32), 10, count=16)
+    assert windows.shape == (16, 10)
+    assert windows[0, 0] == 0 and windows[-1, -1] == 99
+    assert np.all(np.diff(windows[:, 0]) >= 5)  # evenly spaced: 90 / 15 = 6 apart, rounded
+
+
+# ---------------------------------------------------------------- MagnaTagATune fixture (official layout)
+
+
+def _mtat_fixture(root: Path, broken: str | None = None) -> tuple[list[str], np.ndarray]:
+    """Write annotations_final.csv (tab-separated, quoted, 188 tags) and real mp3 clips in 0-f folders."""
+    rng = np.random.default_rng(0)
+    tags = [f"tag{i:03d}" for i in range(NUM_MTAT_TAGS)]
+    folders = "0123456789abcdef"
+    paths = [f"{folders[i % 16]}/artist-album-{i:02d}-song-0-29.mp3" for i in range(32)]
+    labels = (rng.random((len(paths), NUM_MTAT_TAGS)) < 0.05).astype(int)
+    labels[:, 7] = 1  # tag007 is the most frequent
+    labels[:, 3] = np.arange(len(paths)) % 2  # tag003 second
+    with open(root / "annotations_final.csv", "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_ALL)
+        writer.writerow(["clip_id", *tags, "mp3_path"])
+        for i, (path, row) in enumerate(zip(paths, labels)):
+            writer.writerow([str(2 + 3 * i), *map(str, row), path])
+    for i, path in enumerate(paths):
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path == broken:
+            target.write_bytes(b"")  # MTAT ships a few empty mp3 files
+            continue
+        # Alternate mono 16 kHz (like MTAT) and stereo 22.05 kHz clips to exercise resampling.
+        rate = 16000 if i % 2 else 22050
+        wave = _tone(0.3, rate, 220.0 * (1 + i % 5))
+        sf.write(target, wave if i % 2 else np.stack([wave, wave], axis=1), rate, format="MP3")
+    return paths, labels
+
+
+def _won_split(split_dir: Path, paths: list[str], labels: np.ndarray) -> None:
+    """Won et al. 2020 split files: tags.npy, binary.npy (rows = CSV rows), lines 'ix\\tpath'."""
+    split_dir.mkdir()
+    chosen = [7, 3, 11, 20, 50]
+    np.save(split_dir / "tags.npy", np.array([f"tag{i:03d}" for i in chosen]))
+    np.save(split_dir / "binary.npy", labels[:, chosen].astype(np.int64))
+    for name, rows in (("train", range(0, 20)), ("valid", range(20, 25)), ("test", range(25, 32))):
+        np.save(split_dir / f"{name}.npy", np.array([f"{ix}\t{paths[ix]}" for ix in rows]))
+
+
+@pytest.fixture(scope="module")
+def mtat(tmp_path_factory):
+    if "MP3" not in sf.available_formats():
+        pytest.skip("this libsndfile cannot write mp3")
+    root = tmp_path_factory.mktemp("mtat")
+    paths, labels = _mtat_fixture(root)
+    _won_split(root / "split", paths, labels)
+    return root, paths, labels
+
+
+def test_mtat_won_split_files(mtat):
+    root, paths, labels = mtat
+    catalog = build_catalog({"layout": "mtat", "root": str(root), "split_dir": str(root / "split")})
+    assert catalog.tags == ["tag007", "tag003", "tag011", "tag020", "tag050"] and catalog.multi_label
+    assert catalog.keys["valid"] == paths[20:25]
+    np.testing.assert_array_equal(catalog.targets["test"], labels[25:32][:, [7, 3, 11, 20, 50]])
+
+
+def test_mtat_folder_split_and_top_tags(mtat):
+    root, paths, labels = mtat
+    catalog = build_catalog({"layout": "mtat", "root": str(root), "top_k": 5})
+    assert catalog.tags[:2] == ["tag007", "tag003"]
+    assert len(catalog.tags) == 5
+    assert all(k[0] in "0123456789ab" for k in catalog.keys["train"])
+    assert all(k[0] == "c" for k in catalog.keys["valid"])
+    assert all(k[0] in "def" for k in catalog.keys["test"])
+    assert sum(len(v) for v in catalog.keys.values()) == len(paths)
+
+
+def test_mtat_csv_errors_name_the_file(tmp_path):
+    (tmp_path / "annotations_final.csv").write_text("id,a,b\n1,0,x.mp3\n")
+    with pytest.raises(ValueError, match="annotations_final.csv"):
+        build_catalog({"layout": "mtat", "root": str(tmp_path)})
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        build_catalog({"layout": "mtat", "root": str(tmp_path / "nowhere")})
+
+
+def test_cache_is_resumable_and_verifiable(mtat, tmp_path, monkeypatch):
+    root, paths, _ = mtat
+    arrays, skipped = prepare_cache(root, paths[:6], tmp_path / "cache", RATE, progress=False)
+    assert not skipped and set(arrays) == set(paths[:6])
+    manifest = json.loads((tmp_path / "cache" / MANIFEST).read_text())
+    entry = manifest["entries"][paths[0]]
+    assert entry["samples"] == np.load(arrays[paths[0]]).shape[0] and len(entry["sha256"]) == 64
+    assert abs(entry["samples"] - int(0.3 * RATE)) < 0.1 * RATE  # 22.05 kHz stereo mp3 -> 16 kHz mono
+
+    decoded = []
+    real_load = cache_module.load_audio
+    monkeypatch.setattr(cache_module, "load_audio", lambda p, r: decoded.append(p) or real_load(p, r))
+    prepare_cache(root, paths[:8], tmp_path / "cache", RATE, progress=False)
+    assert [Path(p).relative_to(root).as_posix() for p in decoded] == paths[6:8]  # resumed: only new files
+
+    # Same size, different bytes: only a verifying run notices and re-decodes.
+    target = arrays[paths[1]]
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    decoded.clear()
+    prepare_cache(root, paths[:8], tmp_path / "cache", RATE, progress=False)
+    assert decoded == []
+    prepare_cache(root, paths[:8], tmp_path / "cache", RATE, verify=True, progress=False)
+    assert [Path(p).relative_to(root).as_posix() for p in decoded] == [paths[1]]
+
+    with pytest.raises(ValueError, match="22050"):
+        prepare_cache(root, paths[:2], tmp_path / "cache", 22050, progress=False)
+
+
+def test_broken_file_raises_or_is_skipped_and_counted(tmp_path, caplog):
+    if "MP3" not in sf.available_formats():
+        pytest.skip("this libsndfile cannot write mp3")
+    paths, _ = _mtat_fixture(tmp_path, broken="c/artist-album-12-song-0-29.mp3")
+    cfg = {"layout": "mtat", "root": str(tmp_path), "top_k": 5, "chunk_samples": 729, "cache_dir": str(tmp_path / "cache")}
+    with pytest.raises(AudioDecodeError, match="artist-album-12-song-0-29.mp3"):
+        AudioDataModule(cfg).prepare_data()
+    data = AudioDataModule({**cfg, "skip_errors": True})
+    with caplog.at_level(logging.WARNING):
+        data.prepare_data()
+        data.setup()
+    assert list(data.skipped) == ["c/artist-album-12-song-0-29.mp3"]
+    assert "1 of 32 files skipped" in caplog.text and "valid split: 1 clips left out" in caplog.text
+    assert len(data.datasets["valid"]) == 1  # folder c holds clips 12 and 28
+    assert "c/artist-album-12-song-0-29.mp3" in json.loads((tmp_path / "cache" / MANIFEST).read_text())["skipped"]
+    audio, target = data.datasets["test"][0]
+    assert audio.shape == (16, 729) and target.shape == (5,)
+
+
+# ---------------------------------------------------------------- folder and CSV layouts
+
+
+def test_folder_layout_single_label(tmp_path):
+    for label, count in (("blues", 5), ("jazz", 5)):
+        (tmp_path / label).mkdir()
+        for i in range(count):
+            sf.write(tmp_path / label / f"{label}.{i:05d}.wav", _tone(0.05, 22050), 22050)
+    (tmp_path / "jazz" / "notes.txt").write_text("not audio")
+    cfg = {"layout": "folder", "root": str(tmp_path), "valid_fraction": 0.2, "test_fraction": 0.2, "chunk_samples": 2000}
+    data = AudioDataModule(cfg)
+    assert data.catalog.tags == ["blues", "jazz"] and not data.catalog.multi_label
+    assert {split: len(keys) for split, keys in data.catalog.keys.items()} == {"train": 6, "valid": 2, "test": 2}
+    data.prepare_data()
+    data.setup()
+    audio, target = data.datasets["train"][0]
+    assert audio.shape == (2000,) and target.dtype.is_floating_point is False  # 800 samples padded to 2000
+    assert (tmp_path / "cache-16000hz" / MANIFEST).is_file()
+
+
+def test_csv_layout_multi_label_with_split_column(tmp_path):
+    (tmp_path / "audio").mkdir()
+    rows = []
+    for i in range(6):
+        sf.write(tmp_path / "audio" / f"{i}.flac", _tone(0.1, 8000), 8000)
+        rows.append({"path": f"audio/{i}.flac", "rock": i % 2, "piano": int(i < 3), "split": ["train", "valid", "test"][i % 3]})
+    with open(tmp_path / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "rock", "piano", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    catalog = build_catalog({"layout": "csv", "csv": str(tmp_path / "labels.csv")})
+    assert catalog.tags == ["rock", "piano"] and catalog.multi_label
+    assert catalog.keys["test"] == ["audio/2.flac", "audio/5.flac"]
+    np.testing.assert_array_equal(catalog.targets["test"], [[0, 1], [1, 0]])
+    data = AudioDataModule({"layout": "csv", "csv": str(tmp_path / "labels.csv"), "chunk_samples": 500, "eval_chunks": 3})
+    data.prepare_data()
+    data.setup()
+    audio, _ = data.datasets["valid"][0]
+    assert audio.shape == (3, 500)
+
+
+def test_csv_layout_rejects_missing_path_column(tmp_path):
+    (tmp_path / "labels.csv").write_text("file,rock\na.wav,1\n")
+    with pytest.raises(ValueError, match="labels.csv.*'path'"):
+        build_catalog({"layout": "csv", "csv": str(tmp_path / "labels.csv")})
+
+
+# ---------------------------------------------------------------- synthetic
+
+
+def test_synthetic_is_deterministic_and_multi_label():
+    a, tags_a = synthetic_clip(3, 17, seconds=0.5)
+    b, tags_b = synthetic_clip(3, 17, seconds=0.5)
+    c, _ = synthetic_clip(3, 18, seconds=0.5)
+    assert np.array_equal(a, b) and np.array_equal(tags_a, tags_b) and not np.array_equal(a, c)
+    assert a.shape == (8000,) and tags_a.shape == (len(SYNTHETIC_TAGS),) and tags_a.sum() >= 1
+    assert np.abs(a).max() <= 0.9
+
+
+def test_synthetic_splits_are_disjoint():
+    catalog = build_catalog({"layout": "synthetic", "num_train": 5, "num_valid": 2, "num_test": 3})
+    keys = [set(catalog.keys[s]) for s in ("train", "valid", "test")]
+    assert sum(map(len, keys)) == 10 and not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
