@@ -185,3 +185,14 @@ def test_errors_name_the_problem():
         tiny_segmenter(num_categories=3)(pos, normal)
     with pytest.raises(ValueError, match="dv=16"):
         RISurConv(0, 16, 8, 6, dv=16, num_heads=2)
+
+
+def test_classifier_without_transformer_and_with_invariant_input_features():
+    pos, normal = blobs(2, 40)
+    x = torch.rand(2, 40, 2, dtype=torch.float64)  # e.g. per-point curvature, intensity
+    classifier = tiny_classifier(transformer_layers=0, in_channels=2).double().eval()
+    assert len(classifier.transformer) == 0
+    logits = classifier(pos, normal, x=x)
+    pos_r, normal_r = rotated(pos, normal, 3)
+    torch.testing.assert_close(classifier(pos_r, normal_r, x=x), logits, rtol=0, atol=1e-8)
+    assert (classifier(pos, normal, x=x.flip(1)) - logits).abs().max() > 1e-6  # the features are used
