@@ -142,7 +142,7 @@ def test_normals_are_rotation_equivariant():
 
 def test_cyclic_order_is_counter_clockwise_from_longest():
     angles = torch.tensor([0.3, 2.0, -1.0, 4.0, 1.0], dtype=torch.float64)
-    radii = torch.tensor([1.0, 1.0, 1.0, 1.0, 2.0], dtype=torch.float64)  # slot 4 is the reference
+    radii = torch.tensor([1.0, 1.0, 1.0, 1.0, 2.0], dtype=torch.float64)  # the longest: the reference
     rel = torch.stack([radii * angles.cos(), radii * angles.sin(), torch.zeros(5, dtype=torch.float64)], -1)
     rel = torch.cat([torch.zeros(1, 3, dtype=torch.float64), rel])  # the centre itself comes first
     order = cyclic_order(rel, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
