@@ -18,7 +18,7 @@ from aug_attn_tasks.config import ConfigError, available_configs, load_config
 __all__ = ["main", "build_parser"]
 
 # Modules that add task subcommands through ``add_commands(subparsers)``.
-COMMAND_MODULES: list[str] = ["aug_attn_tasks.audio.cli"]
+COMMAND_MODULES: list[str] = ["aug_attn_tasks.audio.cli", "aug_attn_tasks.points.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:
