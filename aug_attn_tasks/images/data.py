@@ -1,0 +1,151 @@
+"""Image data for the ``images`` recipe: splits, batched augmentation and normalization in pure torch.
+
+Validation split: ``data.val_size`` images (an int, or a fraction of the training set) are carved
+from the **training** set by a permutation seeded with ``data.split_seed``, so checkpoint
+selection never sees the test set; the test split is only used by ``trainer.test``.
+Normalization uses the per-channel mean/std of the remaining training images.
+Augmentation (training batches only): random crop with ``data.crop_padding`` zero pixels of padding
+and a horizontal flip with probability 0.5, the standard CIFAR recipe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from aug_attn_tasks.images.cifar import CIFAR_LAYOUTS, load_cifar
+from aug_attn_tasks.images.synthetic import SYNTHETIC_CLASSES, synthetic_images
+
+__all__ = ["ImageDataModule", "random_crop_flip", "channel_stats", "num_classes_of"]
+
+
+def random_crop_flip(images: Tensor, padding: int, generator: torch.Generator | None = None) -> Tensor:
+    """Random ``H x W`` crop of the zero-padded images and a random horizontal flip, per sample.
+
+    Args:
+        images: ``(B, C, H, W)`` float or uint8.
+        padding: pixels of zero padding on each side (crop offsets in ``0..2 * padding``).
+        generator: random source (default: torch's global one, seeded by ``seed_everything``).
+
+    Returns:
+        ``(B, C, H, W)``, same dtype.
+    """
+    batch, _, height, width = images.shape
+    device = images.device
+    flip = torch.rand(batch, generator=generator, device=device) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    if padding <= 0:
+        return images
+    padded = torch.nn.functional.pad(images, (padding,) * 4)  # (B, C, H + 2p, W + 2p)
+    dy = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
+    dx = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
+    rows = (dy[:, None] + torch.arange(height, device=device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(width, device=device))[:, None, None, :]  # (B, 1, 1, W)
+    index = torch.arange(batch, device=device)[:, None, None, None]
+    channels = torch.arange(images.shape[1], device=device)[None, :, None, None]
+    return padded[index, channels, rows, cols]  # (B, C, H, W)
+
+
+def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std ``(C,)`` of uint8 images ``(N, C, H, W)`` in [0, 1] units (chunked, float64)."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk].to(torch.float64) / 255
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x**2).sum(dim=(0, 2, 3))
+    count = images.numel() / images.shape[1]
+    mean = total / count
+    return mean.float(), (squares / count - mean**2).clamp_min(1e-12).sqrt().float()
+
+
+def num_classes_of(data_cfg: dict[str, Any]) -> int:
+    """Number of classes of the configured dataset."""
+    dataset = data_cfg.get("dataset", "synthetic")
+    if dataset == "synthetic":
+        return len(SYNTHETIC_CLASSES)
+    if dataset in CIFAR_LAYOUTS:
+        return CIFAR_LAYOUTS[dataset].num_classes
+    raise ValueError(f"data.dataset={dataset!r}: expected synthetic, {', '.join(CIFAR_LAYOUTS)}")
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Train/val/test loaders of uint8 images; batches become normalized float after transfer.
+
+    ``data`` config keys: ``dataset`` (synthetic | cifar10 | cifar100), ``root`` (CIFAR location, see
+    :func:`~aug_attn_tasks.images.cifar.load_cifar`), ``num_train`` / ``num_test`` / ``image_size``
+    ``synthetic_seed`` (synthetic), ``val_size``, ``split_seed``, ``batch_size``, ``eval_batch_size``, ``num_workers``,
+    ``augment``, ``crop_padding``.
+
+    Batches: ``(images (B, 3, H, W) float32 normalized, labels (B,) int64)``.
+    """
+
+    def __init__(self, cfg: dict[str, Any], seed: int = 0) -> None:
+        super().__init__()
+        self.cfg, self.seed = cfg, seed
+        self.num_classes = num_classes_of(cfg)
+        self.splits: dict[str, TensorDataset] = {}
+
+    def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        cfg = self.cfg
+        dataset = cfg.get("dataset", "synthetic")
+        if dataset == "synthetic":
+            size, base = int(cfg.get("image_size", 32)), 2 * int(cfg.get("synthetic_seed", 0))
+            # Different seeds per split so that test images are new draws, not copies of training ones.
+            train = synthetic_images(int(cfg.get("num_train", 5000)), base + 1, size)
+            test = synthetic_images(int(cfg.get("num_test", 2000)), base + 2, size)
+            return *train, *test
+        if "root" not in cfg:
+            raise ValueError(f"data.root is required for data.dataset={dataset} (the archive or its folder)")
+        train, test = load_cifar(cfg["root"], dataset, "train"), load_cifar(cfg["root"], dataset, "test")
+        return train.images, train.labels, test.images, test.labels
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        train_x, train_y, test_x, test_y = self._load()
+        val_size = self.cfg.get("val_size", 0.1)
+        n_val = int(round(val_size * len(train_x))) if isinstance(val_size, float) else int(val_size)
+        if not 0 < n_val < len(train_x):
+            raise ValueError(f"data.val_size={val_size} must leave images for both train and validation")
+        order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(int(self.cfg.get("split_seed", 0))))
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        self.mean, self.std = channel_stats(train_x[train_idx])
+        self.splits = {
+            "train": TensorDataset(train_x[train_idx], train_y[train_idx]),
+            "val": TensorDataset(train_x[val_idx], train_y[val_idx]),
+            "test": TensorDataset(test_x, test_y),
+        }
+
+    def _loader(self, split: str) -> DataLoader:
+        train = split == "train"
+        batch = int(self.cfg.get("batch_size", 128)) if train else int(self.cfg.get("eval_batch_size", 256))
+        return DataLoader(
+            self.splits[split],
+            batch_size=batch,
+            shuffle=train,
+            drop_last=train,
+            num_workers=int(self.cfg.get("num_workers", 0)),
+            generator=torch.Generator().manual_seed(self.seed) if train else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def on_after_batch_transfer(self, batch: list[Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        images, labels = batch
+        if self.trainer is not None and self.trainer.training and self.cfg.get("augment", True):
+            images = random_crop_flip(images, int(self.cfg.get("crop_padding", 4)))
+        images = images.float().div_(255)  # (B, 3, H, W) in [0, 1]
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        return (images - mean[:, None, None]) / std[:, None, None], labels

@@ -1,0 +1,140 @@
+"""The ``images`` recipe: (AA-)WRN / (AA-)ResNet classifiers on CIFAR-10/100 or the synthetic set.
+
+Config sections used here: ``data`` (see :class:`~aug_attn_tasks.images.data.ImageDataModule`),
+``model`` (``arch`` plus the constructor's keyword arguments, see :func:`build_model`), ``optim``
+(see :func:`aug_attn_tasks.optim.build_optimization`), ``trainer.max_epochs``.
+Logged metrics: ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``, ``test/top1``,
+``test/top5``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from aug_attn.models.resnet import (
+    AttentionSpec,
+    WideResNet,
+    aa_resnet_small,
+    count_parameters,
+    resnet18,
+    resnet34,
+    resnet50,
+)
+from aug_attn_tasks.images.data import ImageDataModule, num_classes_of
+from aug_attn_tasks.optim import build_optimization
+
+__all__ = ["ARCHITECTURES", "build_model", "ImageClassifier", "build_module", "build_data", "report"]
+
+ARCHITECTURES = {
+    "wide_resnet": WideResNet,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
+    "aa_resnet_small": aa_resnet_small,
+}
+
+
+def build_model(model_cfg: dict[str, Any], num_classes: int) -> nn.Module:
+    """The classifier named by ``model_cfg["arch"]`` (a key of :data:`ARCHITECTURES`).
+
+    Other keys are the constructor's keyword arguments; ``attention`` may be a bool or a mapping
+    of :class:`~aug_attn.models.AttentionSpec` fields (e.g. ``{num_heads: 8, kappa: 0.2}``).
+    """
+    kwargs = dict(model_cfg)
+    arch = kwargs.pop("arch", "aa_resnet_small")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"model.arch={arch!r}: expected one of {', '.join(ARCHITECTURES)}")
+    if isinstance(kwargs.get("attention"), dict):
+        kwargs["attention"] = AttentionSpec(**kwargs["attention"])
+    try:
+        return ARCHITECTURES[arch](num_classes=num_classes, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"model section for arch={arch!r}: {error}") from error
+
+
+class ImageClassifier(L.LightningModule):
+    """Cross-entropy training of an image classifier; top-1/top-5 accuracy.
+
+    Shapes: ``forward`` maps ``(B, 3, H, W)`` normalized images to ``(B, num_classes)`` logits.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.config = config
+        num_classes = num_classes_of(config.get("data", {}))
+        self.model = build_model(config.get("model", {}), num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.test_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def _step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        images, labels = batch
+        logits = self(images)  # (B, num_classes)
+        return F.cross_entropy(logits, labels), logits, labels
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss, logits, labels = self._step(batch)
+        self.train_acc(logits, labels)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        loss, logits, labels = self._step(batch)
+        self.val_acc(logits, labels)
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        loss, logits, labels = self._step(batch)
+        self.test_top1(logits, labels)
+        self.test_top5(logits, labels)
+        self.log("test/loss", loss)
+        self.log("test/top1", self.test_top1)
+        self.log("test/top5", self.test_top5)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        max_epochs = int(self.config.get("trainer", {}).get("max_epochs", 1))
+        return build_optimization(self.parameters(), self.config.get("optim", {}), max_epochs)
+
+
+def build_module(config: dict[str, Any]) -> ImageClassifier:
+    """The LightningModule of ``config`` (saves the config as its hyperparameters)."""
+    return ImageClassifier(config)
+
+
+def build_data(config: dict[str, Any]) -> ImageDataModule:
+    """The LightningDataModule of ``config["data"]``."""
+    return ImageDataModule(config.get("data", {}), int(config.get("seed", 0)))
+
+
+def report(metrics: dict[str, float], config: dict[str, Any], run_dir: str | Path) -> None:
+    """Print top-1/top-5 test accuracy and write them with the model size to ``run_dir/report.json``."""
+    data = config.get("data", {})
+    model = build_model(config.get("model", {}), num_classes_of(data))
+    summary = {
+        "config": config.get("name"),
+        "dataset": data.get("dataset", "synthetic"),
+        "arch": config.get("model", {}).get("arch", "aa_resnet_small"),
+        "parameters": count_parameters(model),
+        "top1": metrics.get("test/top1"),
+        "top5": metrics.get("test/top5"),
+    }
+    print(
+        f"{summary['config']}: {summary['arch']} ({summary['parameters'] / 1e6:.2f}M params) on {summary['dataset']} "
+        f"test top-1 {100 * summary['top1']:.2f}%  top-5 {100 * summary['top5']:.2f}%"
+    )
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / "report.json").write_text(json.dumps(summary, indent=2))
