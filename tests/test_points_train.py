@@ -254,10 +254,20 @@ def test_classify_cli(tmp_path: Path, capsys) -> None:
     metrics = json.loads(next(tmp_path.rglob("test_metrics.json")).read_text())
     assert {"test/z_z/oa", "test/z_z/macc", "test/z_SO3/oa", "test/z_SO3/macc"} <= set(metrics)
 
+    # `aug-attn test` with another set of test rotations than the run's
+    assert main(["test", str(checkpoint), "--data.test_rotations=[so3, none]", "--trainer.enable_progress_bar=false"]) == 0
+    printed = capsys.readouterr().out
+    assert "z/SO3: OA" in printed and "z/none: OA" in printed and "z/z: OA" not in printed
+
     pos, normal = SHAPES["box"](np.random.default_rng(0), 500)
     np.save(tmp_path / "box.npy", np.hstack([pos, normal]))
     np.savetxt(tmp_path / "box.txt", pos)  # no normals: RISurConv estimates them
-    for name in ("box.npy", "box.txt"):
+    # a mesh in ModelNet's quirky OFF (header fused with the counts): sampled by area, normals from faces
+    cube = [[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)]
+    quads = [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]
+    lines = ["OFF8 6 0", "# comment"] + [" ".join(map(str, v)) for v in cube] + ["4 " + " ".join(map(str, q)) for q in quads]
+    (tmp_path / "cube.off").write_text("\n".join(lines) + "\n")
+    for name in ("box.npy", "box.txt", "cube.off"):
         assert main(["classify", str(tmp_path / name), "--checkpoint", str(checkpoint), "--top", "3"]) == 0
         lines = capsys.readouterr().out.strip().splitlines()
         assert len(lines) == 3

@@ -121,6 +121,13 @@ class PointCloudModule(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["pos"]))
         self._update(self.val_metric, logits, batch)
 
+    def on_test_start(self) -> None:
+        # `aug-attn test CKPT --data.test_rotations ...` evaluates other protocols than the run did.
+        protocols = getattr(getattr(self.trainer, "datamodule", None), "protocols", None)
+        if protocols is not None and list(protocols) != self.protocols:
+            self.protocols = list(protocols)
+            self.test_metrics = nn.ModuleList(self._metric() for _ in self.protocols).to(self.device)
+
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         loss, logits = self._step(batch)
         key = metric_key(*self.protocols[dataloader_idx])
