@@ -250,3 +250,18 @@ def test_synthetic_splits_are_disjoint():
     catalog = build_catalog({"layout": "synthetic", "num_train": 5, "num_valid": 2, "num_test": 3})
     keys = [set(catalog.keys[s]) for s in ("train", "valid", "test")]
     assert sum(map(len, keys)) == 10 and not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+
+
+def test_prepare_audio_command_fills_the_cache(tmp_path, capsys):
+    from aug_attn_tasks.cli import main
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        sf.write(tmp_path / label / "one.ogg", _tone(0.05, 16000), 16000)
+    (tmp_path / "b" / "bad.wav").write_bytes(b"RIFF0000WAVEjunk")
+    config = tmp_path / "folder.yaml"
+    config.write_text(f"task: tagging\ndata:\n  layout: folder\n  root: {tmp_path}\n")
+    assert main(["prepare-audio", str(config), "--data.skip_errors", "true"]) == 0
+    assert "cached 2 files; 1 skipped" in capsys.readouterr().out
+    assert main(["prepare-audio", str(config)]) == 2  # strict mode retries the bad file and names it
+    assert "bad.wav" in capsys.readouterr().err

@@ -62,7 +62,7 @@ from aug_attn.layers.aaconv import AAConv1d
 from aug_attn.models.samplecnn import as_waveform_batch, conv_block
 from aug_attn.positional.grid import RelativePositionEncoder1d
 
-__all__ = ["MuSLCAT", "MuSLCAN", "AACBlock", "TransformerEncoderLayer"]
+__all__ = ["MuSLCAT", "MuSLCAN", "AACBlock", "RelativeTransformerLayer"]
 
 DEFAULT_CHANNELS = (128, 128, 128, 256, 256, 256, 256)
 DEFAULT_SCALES = ((3, 3), (27, 9))
@@ -93,7 +93,7 @@ class AACBlock(nn.Module):
         return self.pool(F.relu(self.norm(self.conv(x))))  # (B, C_out, L // pool)
 
 
-class TransformerEncoderLayer(nn.Module):
+class RelativeTransformerLayer(nn.Module):
     """Pre-LN transformer layer with relative-position self-attention.
 
     ``x + Drop(MHA(LN(x)))`` then ``x + Drop(FFN(LN(x)))``, FFN = Linear-GELU-Linear of width
@@ -211,7 +211,7 @@ class MuSLCAT(nn.Module):
         if back_end == "bert":
             self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
             self.encoder = nn.ModuleList(
-                TransformerEncoderLayer(d_model, num_heads, ff_mult, dropout, max_distance) for _ in range(num_layers)
+                RelativeTransformerLayer(d_model, num_heads, ff_mult, dropout, max_distance) for _ in range(num_layers)
             )
             self.norm = nn.LayerNorm(d_model)
             head_in = d_model
