@@ -10,7 +10,7 @@ Models (100 classes): WRN-28-10 (attention in every block, the paper's CIFAR-100
 ResNet-50 with the CIFAR stem (32x32 -> maps of 32, 16, 8, 4; attention in the blocks of stages
 2-4 as in the paper's ImageNet ResNet-50, which leaves the highest-resolution stage plain).
 
-Run: ``python scripts/bench_images.py`` (about 4-5 minutes on one core; ``--threads`` to change).
+Run: ``python scripts/bench_images.py`` (about 4 minutes on one busy core; ``--threads`` to change).
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def run_case(model_name: str, attention: bool, batch: int, steps: int, threads: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per case")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "ATTENTION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
