@@ -10,9 +10,12 @@ WRN-28-10's 160-channel stage gets ``dk = 160``, not 32). BatchNorm follows the 
 (in the pre-activation WRN block it is the block's second BN, in ResNet blocks the conv's own BN).
 Strided blocks attend over the input average-pooled by the stride (see :class:`AAConv2d`).
 
-Our reading of the paper's placement: CIFAR-100 WRN-28-10 augments every block (Sec. 4.1); ImageNet
-ResNets augment the blocks of the last three stages only (28x28, 14x14, 7x7 maps; the first stage
-is left out for memory, Sec. 4.2), i.e. ``attention_stages=(2, 3, 4)`` here.
+Placement. CIFAR-100 (Sec. 4.1): "We augment the Wide-ResNet-28-10 by augmenting the first
+convolution of all residual blocks with relative attention using Nh=8 heads and kappa=2 upsilon=0.2
+and a minimum of 20 dimensions per head for the keys" (the default here). ImageNet ResNets: our
+reading of Sec. 4.2 is that only the blocks of the last three stages (28x28, 14x14, 7x7 maps) are
+augmented, i.e. ``attention_stages=(2, 3, 4)``; the parameter count supports it (AA-ResNet-50:
+25.83M with stages 2-4 vs the paper's 25.8M; 25.90M with all stages).
 
 Architectures follow the originals: WRN-d-k is Zagoruyko & Komodakis 2016 (pre-activation wide
 basic blocks, 1x1 projection shortcuts where the shape changes); ResNet-18/34/50 follow He et al.
