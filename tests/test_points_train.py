@@ -148,6 +148,22 @@ def test_part_iou_hand_computed() -> None:
     assert metric.compute()["instance_miou"].item() == pytest.approx(1.0)
 
 
+def test_metrics_merge_like_processes() -> None:
+    """States are sums: metrics updated on two shards and merged (what DDP's sync does) equal one metric."""
+    pred, target = torch.randint(0, 4, (30,)), torch.randint(0, 4, (30,))
+    parts, part_target = torch.randint(0, 5, (6, 10)), torch.randint(0, 5, (6, 10))
+    category = torch.tensor([0, 1, 1, 0, 1, 0])
+    cases = [(lambda: ClassAccuracy(4), (pred, target))]
+    cases.append((lambda: PartIoU([(0, 1), (2, 3, 4)], 5), (parts, part_target, category)))
+    for make, args in cases:
+        full, first, second = make(), make(), make()
+        full.update(*args)
+        first.update(*(a[: len(a) // 2] for a in args))
+        second.update(*(a[len(a) // 2 :] for a in args))
+        first.merge_state(second)
+        assert all(torch.allclose(first.compute()[k], v) for k, v in full.compute().items())
+
+
 def overfit_losses(module, batch: dict[str, torch.Tensor], steps: int) -> list[float]:
     optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
     module.train()
@@ -208,8 +224,9 @@ def test_segmenter_training_and_evaluation(tmp_path: Path, monkeypatch: pytest.M
         "batch_size": 4,
         "eval_batch_size": 4,
     }
-    model = {"name": "risurconv", "samples": [16, 4], "neighbors": [8, 4], "channels": [16, 32],
-             "decoder_channels": [32, 16], "feature_channels": [16, 16], "head_channels": 16, "dropout": 0.0}  # fmt: skip
+    model = {**TINY_RISURCONV, "decoder_channels": [32, 16], "head_channels": 16}
+    for key in ("global_channels", "transformer_layers", "transformer_heads"):  # classifier-only arguments
+        del model[key]
     module = build_module({"task": "points", "data": data_cfg, "model": model})
     monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
     data = PointDataModule(data_cfg)
@@ -255,7 +272,8 @@ def test_classify_cli(tmp_path: Path, capsys) -> None:
     assert {"test/z_z/oa", "test/z_z/macc", "test/z_SO3/oa", "test/z_SO3/macc"} <= set(metrics)
 
     # `aug-attn test` with another set of test rotations than the run's
-    assert main(["test", str(checkpoint), "--data.test_rotations=[so3, none]", "--trainer.enable_progress_bar=false"]) == 0
+    rotations = "--data.test_rotations=[so3, none]"
+    assert main(["test", str(checkpoint), rotations, "--trainer.enable_progress_bar=false"]) == 0
     printed = capsys.readouterr().out
     assert "z/SO3: OA" in printed and "z/none: OA" in printed and "z/z: OA" not in printed
 
@@ -265,7 +283,8 @@ def test_classify_cli(tmp_path: Path, capsys) -> None:
     # a mesh in ModelNet's quirky OFF (header fused with the counts): sampled by area, normals from faces
     cube = [[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)]
     quads = [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]
-    lines = ["OFF8 6 0", "# comment"] + [" ".join(map(str, v)) for v in cube] + ["4 " + " ".join(map(str, q)) for q in quads]
+    lines = ["OFF8 6 0", "# comment"] + [" ".join(map(str, v)) for v in cube]
+    lines += ["4 " + " ".join(map(str, q)) for q in quads]
     (tmp_path / "cube.off").write_text("\n".join(lines) + "\n")
     for name in ("box.npy", "box.txt", "cube.off"):
         assert main(["classify", str(tmp_path / name), "--checkpoint", str(checkpoint), "--top", "3"]) == 0
