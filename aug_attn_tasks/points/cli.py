@@ -7,12 +7,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
 __all__ = ["add_commands", "classify_file", "prepare_cloud"]
+
+logger = logging.getLogger(__name__)
 
 
 def prepare_cloud(path: str | Path, num_points: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -54,6 +57,12 @@ def classify_file(path: str | Path, checkpoint: str | Path) -> list[tuple[str, f
     if config.get("task") != "points" or getattr(module, "segmentation", True):
         raise ValueError(f"{checkpoint}: not a point cloud classifier checkpoint (task {config.get('task')!r})")
     pos, normal = prepare_cloud(path, int(config["data"].get("num_points", 1024)))
+    if normal is None and module.use_normals:
+        logger.warning(
+            "%s has no normals: they are estimated; a model trained on data with normals (data.use_normals) "
+            "may predict worse on estimated ones (for such files, train with --data.use_normals false)",
+            path,
+        )
     with torch.inference_mode():
         logits = module(pos[None], None if normal is None else normal[None])  # (1, classes)
     probs = torch.softmax(logits[0].float(), dim=-1)
