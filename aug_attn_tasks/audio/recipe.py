@@ -93,6 +93,8 @@ class TaggingModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def _epoch_metrics(self, split: str, per_tag: bool) -> None:
+        if not self._scores:  # an empty split (e.g. valid_fraction: 0) has nothing to score
+            return
         scores, targets = torch.cat(self._scores).numpy(), torch.cat(self._targets).numpy()
         self._scores, self._targets = [], []
         if not self.multi_label:
