@@ -173,7 +173,7 @@ def test_broken_file_raises_or_is_skipped_and_counted(tmp_path, caplog):
         pytest.skip("this libsndfile cannot write mp3")
     paths, _ = _mtat_fixture(tmp_path, broken="c/artist-album-12-song-0-29.mp3")
     cfg = {"layout": "mtat", "root": str(tmp_path), "top_k": 5, "chunk_samples": 729, "cache_dir": str(tmp_path / "cache")}
-    with pytest.raises(AudioDecodeError, match="artist-album-12-song-0-29.mp3"):
+    with pytest.raises(AudioDecodeError, match=r"artist-album-12-song-0-29.mp3: cannot decode audio \(empty file\)"):
         AudioDataModule(cfg).prepare_data()
     data = AudioDataModule({**cfg, "skip_errors": True})
     with caplog.at_level(logging.WARNING):

@@ -38,7 +38,14 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
     except Exception as error:  # libsndfile raises LibsndfileError, RuntimeError, or OSError by format
-        raise AudioDecodeError(f"{path}: cannot decode audio ({error})") from error
+        # libsndfile reports empty and missing files alike as "does not exist": say which it is.
+        if not Path(path).is_file():
+            reason = "file not found"
+        elif Path(path).stat().st_size == 0:
+            reason = "empty file"
+        else:
+            reason = str(error)
+        raise AudioDecodeError(f"{path}: cannot decode audio ({reason})") from error
     if audio.size == 0:
         raise AudioDecodeError(f"{path}: decoded to zero samples")
     return to_mono_resampled(audio, rate, sample_rate)
