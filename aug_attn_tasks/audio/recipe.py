@@ -28,6 +28,8 @@ from aug_attn_tasks.optim import build_optimization
 
 __all__ = ["MODELS", "TaggingModule", "build_model", "build_module", "build_data", "report", "PER_TAG_FILE"]
 
+INFERENCE_COMMAND = "aug-attn tag AUDIO_FILE --checkpoint {checkpoint}"
+
 MODELS: dict[str, type[nn.Module]] = {"muslcat": MuSLCAT, "muslcan": MuSLCAN, "samplecnn": SampleCNN}
 PER_TAG_FILE = "per_tag_metrics.tsv"
 

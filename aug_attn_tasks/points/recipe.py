@@ -32,6 +32,8 @@ from aug_attn_tasks.points.metrics import ClassAccuracy, PartIoU
 
 __all__ = ["MODELS", "PointCloudModule", "build_model", "build_module", "build_data", "report", "metric_key"]
 
+INFERENCE_COMMAND = "aug-attn classify POINT_CLOUD_FILE --checkpoint {checkpoint}"
+
 MODELS: dict[str, type[nn.Module]] = {"risurconv": RISurConvClassifier, "pointnet2": PointNet2Classifier}
 NUM_PARTS = sum(len(parts) for parts in SHAPENET_PARTS.values())
 
