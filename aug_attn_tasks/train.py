@@ -1,19 +1,29 @@
-"""Train, checkpoint, resume and test any recipe from a config."""
+"""Train, checkpoint, resume and test any recipe from a config.
+
+Runs on one process or many: ``--trainer.devices N --trainer.strategy ddp`` (Lightning starts the
+other processes), or under ``torchrun`` / SLURM, where Lightning reads the rank from the environment.
+Resume is exact: checkpoints carry the RNG states (:class:`RandomState`) and the position in the
+epoch of the recipes' training loaders (:mod:`aug_attn_tasks.loaders`); ``checkpoint.every_n_train_steps``
+also writes ``last.ckpt`` every N optimizer steps, so a killed run loses at most N steps.
+"""
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from aug_attn_tasks.config import apply_overrides
 from aug_attn_tasks.recipes import get_recipe, load_checkpoint
 
-__all__ = ["fit", "evaluate"]
+__all__ = ["fit", "evaluate", "RandomState"]
 
 
 def _trainer(config: dict[str, Any], callbacks: list, logger) -> L.Trainer:
@@ -31,37 +41,71 @@ def _loggers(config: dict[str, Any]) -> list:
     return loggers
 
 
-def fit(config: dict[str, Any], resume: str | None = None) -> dict[str, float]:
+class RandomState(Callback):
+    """Saves the global RNG states (torch, CUDA, numpy, python) in checkpoints and restores them on
+    resume, so dropout and augmentation draw the same numbers as an uninterrupted run.
+
+    The states are stored as tensors and ints (checkpoints load with ``weights_only=True``). Under DDP
+    the checkpoint holds rank 0's states; every rank starts from the same seed and draws as many
+    numbers, so their states coincide.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        _, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, internal, gauss_next = random.getstate()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+            "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        numpy = state["numpy"]
+        np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"], numpy["gauss"]))
+        python = state["python"]
+        random.setstate((python["version"], tuple(python["internal"].tolist()), python["gauss_next"]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _checkpoints(config: dict[str, Any]) -> list[ModelCheckpoint]:
+    """The best checkpoint by ``checkpoint.monitor`` and ``last.ckpt``; with ``checkpoint.every_n_train_steps``
+    a second callback also refreshes ``last.ckpt`` every that many steps. No ``dirpath``: Lightning puts
+    them in rank 0's ``<log dir>/checkpoints`` and tells the other processes."""
+    cfg = config.get("checkpoint", {})
+    best = ModelCheckpoint(filename="best", monitor=cfg.get("monitor", "val/loss"), mode=cfg.get("mode", "min"), save_last=True)
+    every = cfg.get("every_n_train_steps")
+    if not every:
+        return [best]
+    return [best, ModelCheckpoint(save_top_k=0, save_last=True, every_n_train_steps=int(every))]
+
+
+def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callback] | None = None) -> dict[str, float]:
     """Train with checkpointing of the best model by ``checkpoint.monitor``, then test that model.
 
+    ``resume``: a checkpoint of this config (e.g. ``.../checkpoints/last.ckpt``) to continue from, in
+    the middle of an epoch if it was written there. ``callbacks``: extra Lightning callbacks.
     Returns the test metrics; the recipe's ``report`` prints them and writes its files into the
     run directory ``<output.dir>/<name>/version_N``.
     """
     L.seed_everything(int(config.get("seed", 0)), workers=True)
     recipe = get_recipe(config["task"])
     data, module = recipe.build_data(config), recipe.build_module(config)
-    loggers = _loggers(config)
-    run_dir = Path(loggers[0].log_dir)
-    ckpt_cfg = config.get("checkpoint", {})
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        monitor=ckpt_cfg.get("monitor", "val/loss"),
-        mode=ckpt_cfg.get("mode", "min"),
-        save_last=True,
-    )
-    trainer = _trainer(config, [checkpoint], loggers)
+    checkpoints = _checkpoints(config)
+    trainer = _trainer(config, [*checkpoints, RandomState(), *(callbacks or [])], _loggers(config))
     trainer.fit(module, datamodule=data, ckpt_path=resume)
-    best = checkpoint.best_model_path or checkpoint.last_model_path
+    best = checkpoints[0].best_model_path or checkpoints[0].last_model_path
     metrics = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
     metrics = {key: float(value) for key, value in metrics.items()}
+    run_dir = Path(trainer.log_dir or ".")  # rank 0's, sent to every process
     if trainer.is_global_zero:
         (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
         recipe.report(metrics, config, run_dir)
-        print(f"best checkpoint ({checkpoint.monitor}): {best}")
-        command = getattr(recipe, "INFERENCE_COMMAND", None)
-        if command:
-            print("use it: " + command.format(checkpoint=best))
+        print(f"best checkpoint ({checkpoints[0].monitor}): {best}")
     return metrics
 
 
@@ -75,7 +119,8 @@ def evaluate(checkpoint: str, overrides: list[str] | None = None) -> dict[str, f
     trainer = _trainer(config, [], False)
     metrics = trainer.test(module, datamodule=recipe.build_data(config), verbose=False)[0]
     metrics = {key: float(value) for key, value in metrics.items()}
-    out = Path(checkpoint).resolve().parent / "eval"
-    out.mkdir(exist_ok=True)
-    recipe.report(metrics, config, out)
+    if trainer.is_global_zero:
+        out = Path(checkpoint).resolve().parent / "eval"
+        out.mkdir(exist_ok=True)
+        recipe.report(metrics, config, out)
     return metrics

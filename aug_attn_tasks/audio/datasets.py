@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from aug_attn_tasks.audio.cache import prepare_cache
 from aug_attn_tasks.audio.io import chunk_windows, fit_length
 from aug_attn_tasks.audio.synthetic import SYNTHETIC_TAGS, synthetic_clip
+from aug_attn_tasks.loaders import eval_loader, train_loader
 
 __all__ = ["Catalog", "build_catalog", "ClipDataset", "AudioDataModule", "AUDIO_EXTENSIONS", "SPLITS"]
 
@@ -316,17 +317,11 @@ class AudioDataModule(L.LightningDataModule):
             loaders[split] = lambda i, paths=paths: np.load(paths[i], mmap_mode="r")
         return loaders
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        workers = int(self.cfg.get("num_workers", 0))
-        return DataLoader(
-            self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=shuffle, persistent_workers=workers > 0
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, int(self.cfg.get("batch_size", 16)))
+        return train_loader(self.datasets["train"], int(self.cfg.get("batch_size", 16)), int(self.cfg.get("num_workers", 0)))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", False, int(self.cfg.get("eval_batch_size", 4)))
+        return eval_loader(self.datasets["valid"], int(self.cfg.get("eval_batch_size", 4)), int(self.cfg.get("num_workers", 0)))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, int(self.cfg.get("eval_batch_size", 4)))
+        return eval_loader(self.datasets["test"], int(self.cfg.get("eval_batch_size", 4)), int(self.cfg.get("num_workers", 0)))

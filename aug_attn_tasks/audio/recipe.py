@@ -19,6 +19,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics.aggregation import CatMetric
 
 from aug_attn.models.muslcat import MuSLCAN, MuSLCAT
 from aug_attn.models.samplecnn import SampleCNN
@@ -54,8 +55,8 @@ class TaggingModule(L.LightningModule):
         self.tags: list[str] = list(config["data"]["tags"])
         self.multi_label = bool(config["data"]["multi_label"])
         self.model = build_model(config.get("model", {}), len(self.tags))
-        self._scores: list[Tensor] = []
-        self._targets: list[Tensor] = []
+        # Clip scores and targets of the evaluated split; compute() concatenates them across processes.
+        self.eval_scores, self.eval_targets = CatMetric(nan_strategy="disable"), CatMetric(nan_strategy="disable")
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, L)`` waveforms -> ``(B, T)`` logits."""
@@ -84,9 +85,9 @@ class TaggingModule(L.LightningModule):
         scores, logits = self.clip_scores(windows)
         count = windows.shape[1]
         loss = self.loss(logits.flatten(0, 1), target.repeat_interleave(count, dim=0))
-        self.log(f"{split}/loss", loss, prog_bar=True, batch_size=windows.shape[0])
-        self._scores.append(scores.detach().cpu())
-        self._targets.append(target.detach().cpu())
+        self.log(f"{split}/loss", loss, prog_bar=True, batch_size=windows.shape[0], sync_dist=True)
+        self.eval_scores.update(scores.detach())
+        self.eval_targets.update(target.detach())
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -95,10 +96,11 @@ class TaggingModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def _epoch_metrics(self, split: str, per_tag: bool) -> None:
-        if not self._scores:  # an empty split (e.g. valid_fraction: 0) has nothing to score
+        if self.eval_scores.update_count == 0:  # an empty split (e.g. valid_fraction: 0) has nothing to score
             return
-        scores, targets = torch.cat(self._scores).numpy(), torch.cat(self._targets).numpy()
-        self._scores, self._targets = [], []
+        scores, targets = self.eval_scores.compute().cpu().numpy(), self.eval_targets.compute().cpu().numpy()
+        self.eval_scores.reset()
+        self.eval_targets.reset()
         if not self.multi_label:
             self.log(f"{split}/accuracy", float((scores.argmax(axis=1) == targets).mean()), prog_bar=True)
             return

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from aug_attn_tasks.images.cifar import CIFAR_LAYOUTS, load_cifar
 from aug_attn_tasks.images.synthetic import SYNTHETIC_CLASSES, synthetic_images
+from aug_attn_tasks.loaders import eval_loader, train_loader
 
 __all__ = ["ImageDataModule", "random_crop_flip", "channel_stats", "num_classes_of"]
 
@@ -121,26 +122,15 @@ class ImageDataModule(L.LightningDataModule):
             "test": TensorDataset(test_x, test_y),
         }
 
-    def _loader(self, split: str) -> DataLoader:
-        train = split == "train"
-        batch = int(self.cfg.get("batch_size", 128)) if train else int(self.cfg.get("eval_batch_size", 256))
-        return DataLoader(
-            self.splits[split],
-            batch_size=batch,
-            shuffle=train,
-            drop_last=train,
-            num_workers=int(self.cfg.get("num_workers", 0)),
-            generator=torch.Generator().manual_seed(self.seed) if train else None,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+        workers = int(self.cfg.get("num_workers", 0))
+        return train_loader(self.splits["train"], int(self.cfg.get("batch_size", 128)), workers, seed=self.seed)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return eval_loader(self.splits["val"], int(self.cfg.get("eval_batch_size", 256)), int(self.cfg.get("num_workers", 0)))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return eval_loader(self.splits["test"], int(self.cfg.get("eval_batch_size", 256)), int(self.cfg.get("num_workers", 0)))
 
     def on_after_batch_transfer(self, batch: list[Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch

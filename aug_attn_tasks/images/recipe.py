@@ -94,14 +94,14 @@ class ImageClassifier(L.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
         self.val_acc(logits, labels)
-        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
         self.test_top1(logits, labels)
         self.test_top5(logits, labels)
-        self.log("test/loss", loss)
+        self.log("test/loss", loss, sync_dist=True)
         self.log("test/top1", self.test_top1)
         self.log("test/top5", self.test_top5)
 

@@ -44,6 +44,7 @@ from aug_attn_tasks.points.datasets import (
     ShapeNetPart,
     SyntheticShapes,
 )
+from aug_attn_tasks.loaders import eval_loader, train_loader
 from aug_attn_tasks.points.transforms import Compose, Jitter, RandomRotation, RandomScale, rotation_protocol
 
 __all__ = [
@@ -229,19 +230,14 @@ class PointDataModule(L.LightningDataModule):
         test = load_dataset(self.cfg, "test")
         self.test_sets = [TransformedSubset(test, None, self._fixed(kind)) for _, kind in self.protocols]
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        size = int(self.cfg.get("batch_size", 32)) if train else int(self.cfg.get("eval_batch_size", 64))
-        workers = int(self.cfg.get("num_workers", 0))
-        # drop_last in training: a last batch of one shape breaks BatchNorm.
-        return DataLoader(
-            dataset, size, shuffle=train, drop_last=train, num_workers=workers, persistent_workers=workers > 0
-        )
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        return eval_loader(dataset, int(self.cfg.get("eval_batch_size", 64)), int(self.cfg.get("num_workers", 0)))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        return train_loader(self.train_set, int(self.cfg.get("batch_size", 32)), int(self.cfg.get("num_workers", 0)))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(dataset, False) for dataset in self.test_sets]
+        return [self._eval_loader(dataset) for dataset in self.test_sets]

@@ -120,7 +120,7 @@ class PointCloudModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, logits = self._step(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["pos"]))
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["pos"]), sync_dist=True)
         self._update(self.val_metric, logits, batch)
 
     def on_test_start(self) -> None:
@@ -133,7 +133,7 @@ class PointCloudModule(L.LightningModule):
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         loss, logits = self._step(batch)
         key = metric_key(*self.protocols[dataloader_idx])
-        self.log(f"test/{key}/loss", loss, batch_size=len(batch["pos"]), add_dataloader_idx=False)
+        self.log(f"test/{key}/loss", loss, batch_size=len(batch["pos"]), add_dataloader_idx=False, sync_dist=True)
         self._update(self.test_metrics[dataloader_idx], logits, batch)
 
     def _log_metric(self, metric: ClassAccuracy | PartIoU, prefix: str) -> None:
