@@ -111,11 +111,18 @@ def train_loader(
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, **kwargs: Any) -> DataLoader:
     """Batches of this process's share in order: sample ``i`` goes to rank ``i % world_size``, no sample
     is repeated (shares differ by at most one sample), so metrics merged across processes equal the
-    single-process ones."""
+    single-process ones. The loader's own generator keeps evaluation from drawing from the global RNG, so
+    validating (or a sanity check at the start of a resumed run) leaves training's random numbers alone."""
     replicas, rank = world()
     if 0 < len(dataset) < replicas:  # type: ignore[arg-type]
         raise ValueError(f"an evaluation set of {len(dataset)} samples cannot be shared by {replicas} processes")  # type: ignore[arg-type]
     sampler = UnrepeatedDistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=False)
     return DataLoader(
-        dataset, batch_size, sampler=sampler, num_workers=num_workers, persistent_workers=num_workers > 0, **kwargs
+        dataset,
+        batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
     )

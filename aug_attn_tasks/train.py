@@ -34,7 +34,7 @@ def _trainer(config: dict[str, Any], callbacks: list, logger) -> L.Trainer:
 
 def _loggers(config: dict[str, Any]) -> list:
     output = config.get("output", {})
-    root = Path(output.get("dir", "runs"))
+    root = Path(output.get("dir", "runs")).resolve()  # absolute: a resumed run finds its checkpoint folder by name
     loggers: list = [CSVLogger(root, name=config["name"])]
     if output.get("tensorboard", False):
         loggers.append(TensorBoardLogger(root, name=config["name"], version=loggers[0].version, sub_dir="tensorboard"))
@@ -72,33 +72,43 @@ class RandomState(Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _checkpoints(config: dict[str, Any]) -> list[ModelCheckpoint]:
-    """The best checkpoint by ``checkpoint.monitor`` and ``last.ckpt``; with ``checkpoint.every_n_train_steps``
-    a second callback also refreshes ``last.ckpt`` every that many steps. No ``dirpath``: Lightning puts
-    them in rank 0's ``<log dir>/checkpoints`` and tells the other processes."""
+def _checkpoints(config: dict[str, Any], resume: str | None) -> list[ModelCheckpoint]:
+    """``best.ckpt`` (by ``checkpoint.monitor``) and ``last.ckpt``, rewritten after every epoch and, with
+    ``checkpoint.every_n_train_steps``, also every that many steps. (Lightning 2.6's ``save_last``
+    only writes ``last.ckpt`` when the best improves, so ``last.ckpt`` has callbacks of its own.)
+
+    A new run lets Lightning put them in rank 0's ``<log dir>/checkpoints`` (and tell the other
+    processes); a resumed run keeps writing next to the checkpoint it resumes from, so the best score
+    so far is restored with the callback's state and ``best.ckpt`` stays the run's best.
+    """
     cfg = config.get("checkpoint", {})
-    best = ModelCheckpoint(filename="best", monitor=cfg.get("monitor", "val/loss"), mode=cfg.get("mode", "min"), save_last=True)
-    every = cfg.get("every_n_train_steps")
-    if not every:
-        return [best]
-    return [best, ModelCheckpoint(save_top_k=0, save_last=True, every_n_train_steps=int(every))]
+    # No version counter: each file is overwritten in place, never doubled as last-v1.ckpt.
+    options = {"dirpath": str(Path(resume).resolve().parent) if resume else None, "enable_version_counter": False}
+    callbacks = [
+        ModelCheckpoint(filename="best", monitor=cfg.get("monitor", "val/loss"), mode=cfg.get("mode", "min"), **options),
+        ModelCheckpoint(filename="last", **options),
+    ]
+    if cfg.get("every_n_train_steps"):
+        callbacks.append(ModelCheckpoint(filename="last", every_n_train_steps=int(cfg["every_n_train_steps"]), **options))
+    return callbacks
 
 
 def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callback] | None = None) -> dict[str, float]:
     """Train with checkpointing of the best model by ``checkpoint.monitor``, then test that model.
 
     ``resume``: a checkpoint of this config (e.g. ``.../checkpoints/last.ckpt``) to continue from, in
-    the middle of an epoch if it was written there. ``callbacks``: extra Lightning callbacks.
+    the middle of an epoch if it was written there; checkpoints go on in its folder, logs in a new
+    version. ``callbacks``: extra Lightning callbacks.
     Returns the test metrics; the recipe's ``report`` prints them and writes its files into the
     run directory ``<output.dir>/<name>/version_N``.
     """
     L.seed_everything(int(config.get("seed", 0)), workers=True)
     recipe = get_recipe(config["task"])
     data, module = recipe.build_data(config), recipe.build_module(config)
-    checkpoints = _checkpoints(config)
+    checkpoints = _checkpoints(config, resume)
     trainer = _trainer(config, [*checkpoints, RandomState(), *(callbacks or [])], _loggers(config))
     trainer.fit(module, datamodule=data, ckpt_path=resume)
-    best = checkpoints[0].best_model_path or checkpoints[0].last_model_path
+    best = checkpoints[0].best_model_path or checkpoints[1].best_model_path
     metrics = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
     metrics = {key: float(value) for key, value in metrics.items()}
     run_dir = Path(trainer.log_dir or ".")  # rank 0's, sent to every process

@@ -67,7 +67,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
             "num_train": 40,
             "num_test": 25,
             "image_size": 16,
-            "val_size": 9,
+            "val_size": 8,
             "batch_size": 8,
             "eval_batch_size": 4,
         },
