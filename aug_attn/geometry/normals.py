@@ -46,7 +46,9 @@ def estimate_normals(
     neighbours = gather(pos, idx)  # (B, N, k, 3)
     local_centroid = neighbours.mean(2)  # (B, N, 3)
     spread = neighbours - local_centroid.unsqueeze(2)  # (B, N, k, 3)
-    _, vectors = torch.linalg.eigh(spread.transpose(-1, -2) @ spread)  # eigenvalues ascending
+    # Autocast off: a bfloat16 covariance (8 mantissa bits) tilts the normals by several degrees.
+    with torch.autocast(pos.device.type, enabled=False):
+        _, vectors = torch.linalg.eigh(spread.transpose(-1, -2) @ spread)  # eigenvalues ascending
     normal = vectors[..., 0]  # (B, N, 3)
     outward = pos - masked_centroid(pos, mask).unsqueeze(1)  # (B, N, 3)
     radius = outward.norm(dim=-1).amax(1, keepdim=True)  # (B, 1)
