@@ -3,6 +3,7 @@
 ``aug-attn train CONFIG [--section.key VALUE ...] [--resume CKPT]``: train, keep the best
 checkpoint by the config's validation metric, test it, print the metrics.
 ``aug-attn test CHECKPOINT [--section.key VALUE ...]``: evaluate a checkpoint.
+``aug-attn export CHECKPOINT OUT [--format pt2|onnx] [--batch-size B]``: export the model for deployment.
 ``aug-attn configs``: list the shipped configs.
 Task commands (``tag`` for audio, ``classify`` for point clouds) are added by their recipes.
 """
@@ -29,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="CKPT", help="resume training from this checkpoint (e.g. .../last.ckpt)")
     test = sub.add_parser("test", help="evaluate a checkpoint written by `aug-attn train`")
     test.add_argument("checkpoint")
+    export = sub.add_parser("export", help="export a checkpoint's model with torch.export (.pt2) or to ONNX")
+    export.add_argument("checkpoint")
+    export.add_argument("out", help="output file, e.g. model.pt2 or model.onnx")
+    export.add_argument("--format", choices=["pt2", "onnx"], help="default: from OUT's suffix, else pt2")
+    export.add_argument("--batch-size", type=int, default=2, help="batch size of the example inputs traced")
     sub.add_parser("configs", help="list the shipped configs")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
@@ -53,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
             from aug_attn_tasks.train import evaluate
 
             evaluate(args.checkpoint, overrides)
+            return 0
+        if args.command == "export":
+            from aug_attn_tasks.export import export_checkpoint
+
+            fmt = args.format or ("onnx" if args.out.endswith(".onnx") else "pt2")
+            error = export_checkpoint(args.checkpoint, args.out, fmt, args.batch_size)
+            print(f"exported {args.out} ({fmt}); largest difference from the checkpoint's module: {error:.3g}")
             return 0
         return int(args.handler(args) or 0)
     except (ConfigError, FileNotFoundError, ValueError) as error:

@@ -74,7 +74,8 @@ def _valid(pos: Tensor, mask: Tensor | None) -> Tensor:
         return torch.ones(pos.shape[:2], dtype=torch.bool, device=pos.device)
     if mask.shape != pos.shape[:2] or mask.dtype != torch.bool:
         raise ValueError(f"mask must be bool of shape {tuple(pos.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
-    if not bool(mask.any(dim=1).all()):
+    # A data-dependent check: skipped while compiling or exporting, where it would break the graph.
+    if not torch.compiler.is_compiling() and not bool(mask.any(dim=1).all()):
         raise ValueError("mask leaves a cloud without any point")
     return mask
 

@@ -1,0 +1,104 @@
+"""Export a trained model for deployment: ``torch.export`` (a ``.pt2`` program) or ONNX.
+
+``aug-attn export CKPT OUT [--format pt2|onnx] [--batch-size B]`` rebuilds the checkpoint's module,
+traces its ``forward`` on example inputs shaped like the config's data (batch size dynamic where the
+model allows it), checks that the exported program reproduces the module's outputs, and saves it.
+
+Inputs and outputs of the exported programs (the module's ``forward``):
+
+- ``tagging``: waveform ``(B, chunk_samples)`` -> logits ``(B, tags)`` of one window (apply sigmoid or
+  softmax and average over windows as ``aug-attn tag`` does);
+- ``points``: ``pos (B, N, 3)`` and, when the run uses normals, ``normal (B, N, 3)`` (and ``category (B,)``
+  for part segmentation) -> logits ``(B, classes)`` or ``(B, N, parts)``; ``N = data.num_points``;
+- ``images``: normalized ``(B, 3, H, W)`` -> logits ``(B, classes)``.
+
+ONNX needs the optional packages ``onnx`` and ``onnxscript`` (``onnxruntime`` to run it). The ONNX
+exporter of torch 2.14 converts the convolutional models (SampleCNN, (AA-)ResNet/WRN); it fails on
+the 1D relative attention (a decomposition of its head reshape) and on ``torch.cdist`` of the point
+models: export those as ``.pt2``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from aug_attn_tasks.recipes import load_checkpoint
+
+__all__ = ["example_inputs", "export_module", "export_checkpoint", "FORMATS"]
+
+FORMATS = ("pt2", "onnx")
+
+
+def example_inputs(config: dict[str, Any], batch_size: int = 2) -> tuple[Tensor | None, ...]:
+    """Random inputs of the module's ``forward`` with the shapes of ``config``'s data (module docstring)."""
+    data, task = config.get("data", {}), config["task"]
+    if task == "tagging":
+        return (torch.randn(batch_size, int(data.get("chunk_samples", 59049))),)
+    if task == "points":
+        segmentation = data.get("dataset") == "shapenet_part"
+        points = int(data.get("num_points", 2048 if segmentation else 1024))
+        pos = torch.randn(batch_size, points, 3)
+        normal = torch.nn.functional.normalize(torch.randn(batch_size, points, 3), dim=-1)
+        normal = normal if data.get("use_normals", True) else None
+        return (pos, normal, torch.zeros(batch_size, dtype=torch.long)) if segmentation else (pos, normal)
+    if task == "images":
+        size = int(data.get("image_size", 32)) if data.get("dataset", "synthetic") == "synthetic" else 32
+        return (torch.randn(batch_size, 3, size, size),)
+    raise ValueError(f"export: unknown task {task!r}")
+
+
+def _check(program_outputs: Tensor, expected: Tensor, what: str) -> float:
+    error = float((program_outputs - expected).abs().max())
+    if not torch.allclose(program_outputs, expected, rtol=1e-4, atol=1e-5):
+        raise RuntimeError(f"{what} differs from the eager module by up to {error:.3g}")
+    return error
+
+
+def export_module(module: torch.nn.Module, inputs: tuple[Tensor | None, ...], out: str | Path, fmt: str = "pt2") -> float:
+    """Export ``module`` (in eval mode) traced on ``inputs`` to ``out`` and return the largest absolute
+    difference between the exported program's outputs and the module's on ``inputs``.
+
+    The batch dimension is exported as dynamic (``Dim.AUTO``: torch keeps the range the model allows,
+    e.g. up to the batch where the attention starts chunking its queries). ``None`` inputs are left out
+    of the program (a model run without normals).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"export format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    module = module.eval()
+    tensors = tuple(x for x in inputs if x is not None)
+    if len(tensors) != len(inputs) and inputs[-1] is not None:
+        raise ValueError("export: only trailing inputs may be None")
+    dynamic = tuple({0: torch.export.Dim.AUTO} for _ in tensors)
+    with torch.no_grad():
+        expected = module(*tensors)
+        program = torch.export.export(module, tensors, dynamic_shapes=dynamic)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "pt2":
+        torch.export.save(program, out)
+        with torch.no_grad():
+            return _check(torch.export.load(out).module()(*tensors), expected, str(out))
+    try:
+        onnx_program = torch.onnx.export(program, tensors, dynamo=True, verbose=False)
+    except ImportError as error:
+        raise ValueError(f"ONNX export needs the optional packages onnx and onnxscript ({error})") from error
+    except Exception as error:  # the ONNX converter raises its own error types
+        raise ValueError(f"ONNX export of {type(module).__name__} failed ({type(error).__name__}); export it as .pt2") from error
+    onnx_program.save(str(out))
+    try:
+        import onnxruntime
+    except ImportError:
+        return float("nan")  # saved, but there is no runtime here to check it
+    session = onnxruntime.InferenceSession(str(out))
+    feeds = {spec.name: x.numpy() for spec, x in zip(session.get_inputs(), tensors)}
+    return _check(torch.from_numpy(session.run(None, feeds)[0]), expected, str(out))
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "pt2", batch_size: int = 2) -> float:
+    """Export the module of a checkpoint written by ``aug-attn train``; see :func:`export_module`."""
+    module, config = load_checkpoint(checkpoint)
+    return export_module(module, example_inputs(config, batch_size), out, fmt)
