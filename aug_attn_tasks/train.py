@@ -46,8 +46,8 @@ class RandomState(Callback):
     resume, so dropout and augmentation draw the same numbers as an uninterrupted run.
 
     The states are stored as tensors and ints (checkpoints load with ``weights_only=True``). Under DDP
-    the checkpoint holds rank 0's states; every rank starts from the same seed and draws as many
-    numbers, so their states coincide.
+    the checkpoint holds rank 0's states (CUDA: of its current device); every rank starts from the
+    same seed and draws as many numbers, so their states coincide.
     """
 
     def state_dict(self) -> dict[str, Any]:
@@ -59,7 +59,7 @@ class RandomState(Callback):
             "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
         }
         if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
+            state["cuda"] = torch.cuda.get_rng_state()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -69,7 +69,7 @@ class RandomState(Callback):
         python = state["python"]
         random.setstate((python["version"], tuple(python["internal"].tolist()), python["gauss_next"]))
         if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+            torch.cuda.set_rng_state(state["cuda"])
 
 
 def _checkpoints(config: dict[str, Any], resume: str | None) -> list[ModelCheckpoint]:
