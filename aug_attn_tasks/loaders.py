@@ -8,7 +8,8 @@
   restarting the epoch.
 - Evaluation (:func:`eval_loader`): each process reads a disjoint share and together they read every
   sample exactly once. Lightning's default ``DistributedSampler`` pads the last shares with repeated
-  samples, which the metrics would count twice.
+  samples, which the metrics would count twice. Shares may then differ by one batch: safe, because
+  DDP syncs buffers only on the first forward without gradients (every process gets at least one).
 
 The world size and rank are read from ``torch.distributed`` when the loader is built; Lightning builds
 loaders after it has initialised the process group.
