@@ -9,8 +9,9 @@ Bello et al., "Attention Augmented Convolutional Networks", ICCV 2019 (arXiv:190
 where ``S^rel[i, j] = q_i . r(i, j)`` comes from a :class:`~aug_attn.positional.RelativePositionEncoder`
 (1D offsets, 2D offsets, surface geometry); this module knows nothing about the modality.
 
-Mixed precision: under ``torch.autocast`` the attention itself (logits, relative logits, softmax,
-weighted sum) runs in float32 and returns the autocast dtype; projections stay in the low precision.
+Mixed precision: under ``torch.autocast`` attention with relative logits or a padding mask (logits,
+softmax, weighted sum) runs in float32 and returns the autocast dtype; plain attention uses the fused
+SDPA kernels, which accumulate in float32; projections stay in the low precision.
 
 Memory: the ``(N x N)`` logits are computed for blocks of queries whose size keeps each block under
 ``max_logits_elements``; when there is more than one block and gradients are needed, each block is
@@ -108,16 +109,18 @@ def relative_attention(
             )
         if bool(key_padding_mask.all(dim=1).any()):
             raise ValueError("key_padding_mask masks every key of at least one sample; attention is undefined")
-    if torch.is_autocast_enabled(q.device.type):
-        # Logits, relative logits and softmax stay float32 under mixed precision: in bfloat16 (8 mantissa
-        # bits) a logit of 10 moves by up to 0.04, i.e. 4% of its softmax weight. Output in q's dtype.
+    materialized = encoder is not None or key_padding_mask is not None
+    if materialized and torch.is_autocast_enabled(q.device.type):
+        # Explicit logits, relative logits and softmax stay float32 under mixed precision: in bfloat16
+        # (8 mantissa bits) a logit of 10 moves by up to 0.04, i.e. 4% of its softmax weight. Output in
+        # q's dtype. Without them, the fused SDPA kernels below already accumulate in float32.
         with torch.autocast(q.device.type, enabled=False):
             out = relative_attention(
                 q.float(), k.float(), v.float(), encoder, pos, key_padding_mask, dropout_p, max_logits_elements
             )
         return out.to(q.dtype)
     q = q * head_dim**-0.5
-    if encoder is None and key_padding_mask is None:
+    if not materialized:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=1.0)
 
     block = encoder.block_size(pos) if encoder is not None else 1

@@ -116,6 +116,9 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
         (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
         recipe.report(metrics, config, run_dir)
         print(f"best checkpoint ({checkpoints[0].monitor}): {best}")
+        command = getattr(recipe, "INFERENCE_COMMAND", None)
+        if command:
+            print("use it: " + command.format(checkpoint=best))
     return metrics
 
 

@@ -75,6 +75,8 @@ def test_train_then_tag_from_the_command_line(tiny_run, capsys):
     assert main(["train", str(config_path)]) == 0
     printed = capsys.readouterr().out
     assert "test ROC-AUC" in printed and "PR-AUC" in printed
+    hint = [line for line in printed.splitlines() if line.startswith("use it: aug-attn tag AUDIO_FILE --checkpoint ")]
+    assert len(hint) == 1 and hint[0].endswith("best.ckpt")
     run_dir = root / "runs" / "tiny" / "version_0"
     table = (run_dir / PER_TAG_FILE).read_text().splitlines()
     assert table[0] == "tag\troc_auc\tpr_auc\tpositives" and len(table) == 1 + len(SYNTHETIC_TAGS)
