@@ -47,7 +47,8 @@ class WaveformConv1d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         frames = F.pad(x, (self.padding, self.padding)).unfold(-1, self.kernel_size, self.stride)  # (B, 1, N, k)
-        return (frames.squeeze(1) @ self.weight.squeeze(1).t()).transpose(1, 2)  # (B, C, N)
+        # contiguous: a channels-last view here breaks the compiled backward of the BatchNorm after it.
+        return (frames.squeeze(1) @ self.weight.squeeze(1).t()).transpose(1, 2).contiguous()  # (B, C, N)
 
     def extra_repr(self) -> str:
         return f"1, {self.weight.shape[0]}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
