@@ -63,7 +63,7 @@ def tiny_run(tmp_path_factory):
         "optim": {"name": "adamw", "lr": 0.003},
         "trainer": {"max_epochs": 1, "num_sanity_val_steps": 0, "enable_progress_bar": False, "enable_model_summary": False},
         "checkpoint": {"monitor": "val/roc_auc", "mode": "max"},
-        "output": {"dir": str(root / "runs")},
+        "output": {"dir": str(root / "runs"), "tensorboard": True},
     }
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -80,6 +80,7 @@ def test_train_then_tag_from_the_command_line(tiny_run, capsys):
     run_dir = root / "runs" / "tiny" / "version_0"
     table = (run_dir / PER_TAG_FILE).read_text().splitlines()
     assert table[0] == "tag\troc_auc\tpr_auc\tpositives" and len(table) == 1 + len(SYNTHETIC_TAGS)
+    assert (run_dir / "metrics.csv").is_file() and list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
     wave, _ = synthetic_clip(5, 0, seconds=0.5, sample_rate=22050)
     audio_path = root / "song.wav"
