@@ -106,8 +106,7 @@ class ImageClassifier(L.LightningModule):
         self.log("test/top5", self.test_top5)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        max_epochs = int(self.config.get("trainer", {}).get("max_epochs", 1))
-        return build_optimization(self.parameters(), self.config.get("optim", {}), max_epochs)
+        return build_optimization(self.parameters(), self.config.get("optim", {}), int(self.trainer.max_epochs or 1))
 
 
 def build_module(config: dict[str, Any]) -> ImageClassifier:
