@@ -41,6 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def release_process_group() -> None:
+    """Destroy the process group a DDP run created, once the command has finished on every rank.
+
+    A gloo/NCCL group left to the interpreter's shutdown can abort the process ("terminate called
+    without an active exception", exit -6) after all the work is done. Called only after success:
+    destroying the group while another rank is still inside a collective would hang instead.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, overrides = parser.parse_known_args(argv)
@@ -54,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
             from aug_attn_tasks.train import fit
 
             fit(load_config(args.config, overrides), resume=args.resume)
+            release_process_group()
             return 0
         if args.command == "test":
             from aug_attn_tasks.train import evaluate
 
             evaluate(args.checkpoint, overrides)
+            release_process_group()
             return 0
         if args.command == "export":
             from aug_attn_tasks.export import export_checkpoint

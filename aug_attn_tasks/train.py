@@ -100,7 +100,8 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     the middle of an epoch if it was written there; checkpoints go on in its folder, logs in a new
     version. ``callbacks``: extra Lightning callbacks.
     Returns the test metrics; the recipe's ``report`` prints them and writes its files into the
-    run directory ``<output.dir>/<name>/version_N``.
+    run directory ``<output.dir>/<name>/version_N``. Under DDP the process group stays up for the
+    caller; end the script with ``torch.distributed.destroy_process_group()`` (the CLI does).
     """
     L.seed_everything(int(config.get("seed", 0)), workers=True)
     recipe = get_recipe(config["task"])
