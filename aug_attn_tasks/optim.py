@@ -13,7 +13,12 @@ def build_optimization(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]
     """Return what ``LightningModule.configure_optimizers`` returns.
 
     ``cfg``: ``name`` (adam | adamw | sgd), ``lr``, ``weight_decay``, ``momentum`` and ``nesterov``
-    (sgd), ``schedule`` (none | cosine | step), ``step_size`` and ``gamma`` (step), ``warmup_epochs``.
+    (sgd), ``schedule`` (none | cosine | step | multistep), ``step_size`` and ``gamma`` (step: x gamma
+    every ``step_size`` epochs), ``milestones`` and ``gamma`` (multistep: x gamma at each listed epoch),
+    ``warmup_epochs`` and ``warmup_start_factor`` (linear ramp of the learning rate from
+    ``warmup_start_factor * lr`` in the first epoch to ``lr`` after ``warmup_epochs`` epochs; the main
+    schedule then runs over the remaining ``max_epochs - warmup_epochs``, its epoch counts measured
+    from the end of the warm-up). The learning rate changes once per epoch.
     """
     name = cfg.get("name", "adamw").lower()
     lr, wd = float(cfg.get("lr", 1e-3)), float(cfg.get("weight_decay", 0.0))
@@ -31,13 +36,24 @@ def build_optimization(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]
     warmup = int(cfg.get("warmup_epochs", 0))
     if schedule == "none":
         return {"optimizer": optimizer}
+    if not 0 <= warmup < max(1, max_epochs):
+        raise ValueError(f"optim.warmup_epochs={warmup} must be >= 0 and below trainer.max_epochs={max_epochs}")
     if schedule == "cosine":
         main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs - warmup))
     elif schedule == "step":
         main = torch.optim.lr_scheduler.StepLR(optimizer, int(cfg.get("step_size", 20)), float(cfg.get("gamma", 0.7)))
+    elif schedule == "multistep":
+        milestones = cfg.get("milestones")
+        if not isinstance(milestones, list) or not milestones or sorted(milestones) != milestones:
+            raise ValueError(f"optim.milestones={milestones!r}: schedule multistep needs an increasing list of epochs")
+        # Milestones are epochs of the whole run; the scheduler counts from the end of the warm-up.
+        main = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(m) - warmup for m in milestones], float(cfg.get("gamma", 0.2)))
     else:
-        raise ValueError(f"optim.schedule={schedule!r}: expected none, cosine or step")
+        raise ValueError(f"optim.schedule={schedule!r}: expected none, cosine, step or multistep")
     if warmup > 0:
-        ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup)
+        start = float(cfg.get("warmup_start_factor", 0.1))
+        if not 0 < start <= 1:
+            raise ValueError(f"optim.warmup_start_factor={start} must be in (0, 1]")
+        ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=start, total_iters=warmup)
         main = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": main, "interval": "epoch"}}

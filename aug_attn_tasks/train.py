@@ -26,9 +26,11 @@ from aug_attn_tasks.recipes import get_recipe, load_checkpoint
 __all__ = ["fit", "evaluate", "RandomState"]
 
 
-def _trainer(config: dict[str, Any], callbacks: list, logger) -> L.Trainer:
+def _trainer(config: dict[str, Any], callbacks: list, logger, validate: bool = True) -> L.Trainer:
     options = {"accelerator": "cpu", "devices": 1, "log_every_n_steps": 10, "deterministic": False}
     options.update(config.get("trainer", {}))
+    if not validate:  # the data has no validation split
+        options.update(limit_val_batches=0, num_sanity_val_steps=0)
     return L.Trainer(callbacks=callbacks, logger=logger, **options)
 
 
@@ -72,9 +74,10 @@ class RandomState(Callback):
             torch.cuda.set_rng_state(state["cuda"])
 
 
-def _checkpoints(config: dict[str, Any], resume: str | None) -> list[ModelCheckpoint]:
-    """``best.ckpt`` (by ``checkpoint.monitor``) and ``last.ckpt``, rewritten after every epoch and, with
-    ``checkpoint.every_n_train_steps``, also every that many steps. (Lightning 2.6's ``save_last``
+def _checkpoints(config: dict[str, Any], resume: str | None, validate: bool = True) -> list[ModelCheckpoint]:
+    """``best.ckpt`` (by ``checkpoint.monitor``; only when ``validate``) and ``last.ckpt``, rewritten
+    after every epoch and, with ``checkpoint.every_n_train_steps``, also every that many steps; the
+    first callback returned is the one whose checkpoint gets tested. (Lightning 2.6's ``save_last``
     only writes ``last.ckpt`` when the best improves, so ``last.ckpt`` has callbacks of its own.)
 
     A new run lets Lightning put them in rank 0's ``<log dir>/checkpoints`` (and tell the other
@@ -84,10 +87,9 @@ def _checkpoints(config: dict[str, Any], resume: str | None) -> list[ModelCheckp
     cfg = config.get("checkpoint", {})
     # No version counter: each file is overwritten in place, never doubled as last-v1.ckpt.
     options = {"dirpath": str(Path(resume).resolve().parent) if resume else None, "enable_version_counter": False}
-    callbacks = [
-        ModelCheckpoint(filename="best", monitor=cfg.get("monitor", "val/loss"), mode=cfg.get("mode", "min"), **options),
-        ModelCheckpoint(filename="last", **options),
-    ]
+    callbacks = [ModelCheckpoint(filename="last", **options)]
+    if validate:
+        callbacks.insert(0, ModelCheckpoint(filename="best", monitor=cfg.get("monitor", "val/loss"), mode=cfg.get("mode", "min"), **options))
     if cfg.get("every_n_train_steps"):
         callbacks.append(ModelCheckpoint(filename="last", every_n_train_steps=int(cfg["every_n_train_steps"]), **options))
     return callbacks
@@ -100,23 +102,28 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     the middle of an epoch if it was written there; checkpoints go on in its folder, logs in a new
     version. ``callbacks``: extra Lightning callbacks.
     Returns the test metrics; the recipe's ``report`` prints them and writes its files into the
-    run directory ``<output.dir>/<name>/version_N``. Under DDP the process group stays up for the
+    run directory ``<output.dir>/<name>/version_N``. A data module whose ``has_validation`` is False
+    (e.g. images with ``data.val_size: 0``) trains without validation and tests ``last.ckpt``. Under DDP the process group stays up for the
     caller; end the script with ``torch.distributed.destroy_process_group()`` (the CLI does).
     """
     L.seed_everything(int(config.get("seed", 0)), workers=True)
     recipe = get_recipe(config["task"])
     data, module = recipe.build_data(config), recipe.build_module(config)
-    checkpoints = _checkpoints(config, resume)
-    trainer = _trainer(config, [*checkpoints, RandomState(), *(callbacks or [])], _loggers(config))
+    validate = bool(getattr(data, "has_validation", True))
+    checkpoints = _checkpoints(config, resume, validate)
+    trainer = _trainer(config, [*checkpoints, RandomState(), *(callbacks or [])], _loggers(config), validate)
     trainer.fit(module, datamodule=data, ckpt_path=resume)
-    best = checkpoints[0].best_model_path or checkpoints[1].best_model_path
+    # The best by validation, or the epoch-end last.ckpt when nothing was validated.
+    last = checkpoints[1 if validate else 0]
+    best = (checkpoints[0].best_model_path if validate else "") or last.best_model_path
     metrics = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
     metrics = {key: float(value) for key, value in metrics.items()}
     run_dir = Path(trainer.log_dir or ".")  # rank 0's, sent to every process
     if trainer.is_global_zero:
         (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
         recipe.report(metrics, config, run_dir)
-        print(f"best checkpoint ({checkpoints[0].monitor}): {best}")
+        chosen = f"best by {checkpoints[0].monitor}" if validate else "last epoch, no validation set"
+        print(f"tested checkpoint ({chosen}): {best}")
         command = getattr(recipe, "INFERENCE_COMMAND", None)
         if command:
             print("use it: " + command.format(checkpoint=best))

@@ -182,6 +182,17 @@ def test_channel_stats():
     torch.testing.assert_close(std.double(), ref.std(1, unbiased=False), atol=1e-6, rtol=0)
 
 
+def test_no_validation_split_trains_on_everything():
+    dm = ImageDataModule({"dataset": "synthetic", "num_train": 50, "num_test": 10, "val_size": 0})
+    dm.setup()
+    assert not dm.has_validation and len(dm.splits["train"]) == 50 and dm.val_dataloader() == []
+    for bad in (-1, "5000", True):
+        with pytest.raises(ValueError, match="data.val_size"):
+            ImageDataModule({"dataset": "synthetic", "val_size": bad})
+    with pytest.raises(ValueError, match="must leave images"):
+        ImageDataModule({"dataset": "synthetic", "num_train": 50, "num_test": 10, "val_size": 50}).setup()
+
+
 def test_validation_split_is_carved_from_train():
     dm = ImageDataModule({"dataset": "synthetic", "num_train": 100, "num_test": 30, "val_size": 0.2, "split_seed": 5})
     dm.setup()
@@ -328,7 +339,9 @@ def test_a_few_steps_reduce_the_loss_on_synthetic_data():
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-def test_recipe_trains_and_tests_on_a_cifar_archive(tmp_path, capsys):
+@pytest.mark.parametrize("val_size", [8, 0])
+def test_recipe_trains_and_tests_on_a_cifar_archive(tmp_path, capsys, val_size):
+    """The paper's config (no validation: tests the last epoch) and the held-out variant (tests the best)."""
     from aug_attn_tasks.config import load_config
     from aug_attn_tasks.recipes import load_checkpoint
     from aug_attn_tasks.train import fit
@@ -336,8 +349,9 @@ def test_recipe_trains_and_tests_on_a_cifar_archive(tmp_path, capsys):
     _write(tmp_path, "cifar100", True, _files("cifar100", n=40))
     overrides = {
         "data.root": str(tmp_path),
-        "data.val_size": 8,
+        "data.val_size": val_size,
         "data.batch_size": 16,
+        "optim.warmup_epochs": 0,
         "model.depth": 10,
         "model.widen_factor": 1,
         "model.attention": "{num_heads: 2, min_key_dim: 4}",
@@ -350,7 +364,15 @@ def test_recipe_trains_and_tests_on_a_cifar_archive(tmp_path, capsys):
     config["trainer"]["accelerator"] = "cpu"
     metrics = fit(config)
     assert {"test/top1", "test/top5", "test/loss"} <= set(metrics) and 0 <= metrics["test/top1"] <= metrics["test/top5"]
-    assert "top-1" in capsys.readouterr().out
-    best = next((tmp_path / "runs").rglob("best.ckpt"))
-    module, saved = load_checkpoint(best)
+    out = capsys.readouterr().out
+    assert "top-1" in out
+    logged = next((tmp_path / "runs").rglob("metrics.csv")).read_text().splitlines()[0].split(",")
+    names = {p.name for p in (tmp_path / "runs").rglob("*.ckpt")}
+    if val_size:
+        assert "val/acc" in logged and names == {"best.ckpt", "last.ckpt"} and "best by val/acc" in out
+    else:  # nothing validated, nothing selected: the last epoch is tested
+        assert not any(name.startswith("val/") for name in logged) and names == {"last.ckpt"}
+        assert "last epoch, no validation set" in out
+    tested = next((tmp_path / "runs").rglob("best.ckpt" if val_size else "last.ckpt"))
+    module, saved = load_checkpoint(tested)
     assert saved["data"]["dataset"] == "cifar100" and isinstance(module.model.blocks[0].conv1, AAConv2d)

@@ -3,6 +3,8 @@
 Validation split: ``data.val_size`` images (an int, or a fraction of the training set) are carved
 from the **training** set by a permutation seeded with ``data.split_seed``, so checkpoint
 selection never sees the test set; the test split is only used by ``trainer.test``.
+``data.val_size: 0`` trains on the whole training set without validation, the papers' protocol:
+the model tested is then the last epoch's (see :attr:`ImageDataModule.has_validation`).
 Normalization uses the per-channel mean/std of the remaining training images.
 Augmentation (training batches only): random crop with ``data.crop_padding`` zero pixels of padding
 and a horizontal flip with probability 0.5, the standard CIFAR recipe.
@@ -90,6 +92,12 @@ class ImageDataModule(L.LightningDataModule):
         self.cfg, self.seed = cfg, seed
         self.num_classes = num_classes_of(cfg)
         self.splits: dict[str, TensorDataset] = {}
+        val_size = cfg.get("val_size", 0.1)
+        if isinstance(val_size, bool) or not isinstance(val_size, (int, float)) or val_size < 0:
+            raise ValueError(f"data.val_size={val_size!r}: expected a count (int), a fraction (float) or 0 for no validation")
+        #: False with ``val_size: 0``; :func:`aug_attn_tasks.train.fit` then skips validation and
+        #: tests the last checkpoint.
+        self.has_validation = val_size != 0
 
     def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         cfg = self.cfg
@@ -111,8 +119,8 @@ class ImageDataModule(L.LightningDataModule):
         train_x, train_y, test_x, test_y = self._load()
         val_size = self.cfg.get("val_size", 0.1)
         n_val = int(round(val_size * len(train_x))) if isinstance(val_size, float) else int(val_size)
-        if not 0 < n_val < len(train_x):
-            raise ValueError(f"data.val_size={val_size} must leave images for both train and validation")
+        if self.has_validation and not 0 < n_val < len(train_x):
+            raise ValueError(f"data.val_size={val_size} must leave images for both train and validation (or be 0: no validation)")
         order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(int(self.cfg.get("split_seed", 0))))
         val_idx, train_idx = order[:n_val], order[n_val:]
         self.mean, self.std = channel_stats(train_x[train_idx])
@@ -126,7 +134,9 @@ class ImageDataModule(L.LightningDataModule):
         workers = int(self.cfg.get("num_workers", 0))
         return train_loader(self.splits["train"], int(self.cfg.get("batch_size", 128)), workers, seed=self.seed)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.has_validation:
+            return []  # fit() also sets limit_val_batches=0
         return eval_loader(self.splits["val"], int(self.cfg.get("eval_batch_size", 256)), int(self.cfg.get("num_workers", 0)))
 
     def test_dataloader(self) -> DataLoader:
