@@ -44,7 +44,9 @@ def split_heads(x: Tensor, num_heads: int) -> Tensor:
 def merge_heads(x: Tensor) -> Tensor:
     """``(B, h, N, d)`` -> ``(B, N, h*d)``."""
     batch, heads, tokens, dim = x.shape
-    return x.transpose(1, 2).reshape(batch, tokens, heads * dim)
+    # An explicit copy (what reshape does whenever SDPA's output is head-major): reshape would be
+    # traced as a view of SDPA's output layout, which the ONNX exporter's decomposed SDPA lacks.
+    return x.transpose(1, 2).clone(memory_format=torch.contiguous_format).view(batch, tokens, heads * dim)
 
 
 def _block_attention(

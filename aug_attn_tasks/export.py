@@ -12,10 +12,9 @@ Inputs and outputs of the exported programs (the module's ``forward``):
   for part segmentation) -> logits ``(B, classes)`` or ``(B, N, parts)``; ``N = data.num_points``;
 - ``images``: normalized ``(B, 3, H, W)`` -> logits ``(B, classes)``.
 
-ONNX needs the optional packages ``onnx`` and ``onnxscript`` (``onnxruntime`` to run it). The ONNX
-exporter of torch 2.14 converts the convolutional models (SampleCNN, (AA-)ResNet/WRN); it fails on
-the 1D relative attention (a decomposition of its head reshape) and on ``torch.cdist`` of the point
-models: export those as ``.pt2``.
+ONNX needs the optional packages ``onnx`` and ``onnxscript`` (``onnxruntime`` to run it). Every
+model converts with torch 2.14's ONNX exporter except RISurConv with estimated normals (PCA needs
+``eigh``, which ONNX lacks): export that one as ``.pt2``.
 """
 
 from __future__ import annotations

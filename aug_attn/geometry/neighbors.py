@@ -142,7 +142,7 @@ def knn(
     found = min(k, pos.shape[1])
     dists, idxs = [], []
     for start in range(0, query.shape[1], chunk_size):
-        dist = torch.cdist(query[:, start : start + chunk_size], pos, compute_mode="donot_use_mm_for_euclid_dist")
+        dist = _distances(query[:, start : start + chunk_size], pos)
         dist = dist.masked_fill(~valid[:, None], float("inf"))  # (B, c, N)
         d, i = dist.topk(found, dim=-1, largest=False, sorted=True)  # (B, c, found)
         dists.append(d)
@@ -152,6 +152,15 @@ def knn(
         dist = torch.cat([dist, dist[..., :1].expand(-1, -1, k - found)], -1)
         idx = torch.cat([idx, idx[..., :1].expand(-1, -1, k - found)], -1)
     return _repeat_nearest(idx, dist, torch.isinf(dist))
+
+
+def _distances(query: Tensor, pos: Tensor) -> Tensor:
+    """Euclidean distances ``(B, M, N)`` of ``query (B, M, D)`` to ``pos (B, N, D)``, without the
+    matmul expansion (exact for near points). Under ``torch.export`` the same sum of squared
+    differences is written out (``D`` times more memory per block), since ONNX has no ``cdist``."""
+    if torch.compiler.is_exporting():
+        return ((query[:, :, None] - pos[:, None]) ** 2).sum(-1).sqrt()
+    return torch.cdist(query, pos, compute_mode="donot_use_mm_for_euclid_dist")
 
 
 def _repeat_nearest(idx: Tensor, dist: Tensor, missing: Tensor) -> tuple[Tensor, Tensor]:
@@ -191,7 +200,9 @@ def interpolate(
 ) -> Tensor:
     """Inverse-distance-weighted kNN interpolation of features (PointNet++ feature propagation).
 
-    ``x_i = sum_j w_ij x_j / sum_j w_ij`` over the ``k`` nearest sources, ``w_ij = 1 / (d_ij + eps)``.
+    ``x_i = sum_j w_ij x_j / sum_j w_ij`` over the ``k`` nearest sources, ``w_ij = 1 / max(d_ij, eps)``
+    (PointNet++ writes ``1 / (d_ij + eps)``; the same weights after normalization unless ``d_ij`` is
+    near ``eps``, and the ONNX exporter of torch 2.14 deletes an added ``1e-8`` as if it were zero).
 
     Args:
         pos: ``(B, N, 3)`` target points.
@@ -203,6 +214,6 @@ def interpolate(
         ``(B, N, C)``.
     """
     idx, dist = knn(pos, source_pos, k, mask, chunk_size)  # (B, N, k)
-    weight = 1.0 / (dist + eps)
+    weight = 1.0 / dist.clamp_min(eps)
     weight = weight / weight.sum(-1, keepdim=True)
     return (gather(source_x, idx) * weight.unsqueeze(-1).to(source_x.dtype)).sum(2)  # (B, N, C)

@@ -45,6 +45,7 @@ __all__ = [
     "NUM_SURFACE_FEATURES",
     "NUM_PAIR_FEATURES",
     "safe_normalize",
+    "stable_argsort",
     "cyclic_order",
     "surface_features",
     "pair_features",
@@ -93,7 +94,30 @@ def cyclic_order(rel: Tensor, normal: Tensor, eps: float = EPS) -> Tensor:
     tol = torch.finfo(rel.dtype).eps ** 0.5
     angle = torch.where(angle < -tol, angle + 2 * math.pi, angle.clamp_min(0.0))
     angle = angle.masked_fill(length2 <= eps * eps, -1.0)
+    if torch.compiler.is_exporting():  # ONNX has no stable sort
+        return stable_argsort(angle)
     return torch.sort(angle, dim=-1, stable=True).indices
+
+
+def stable_argsort(values: Tensor) -> Tensor:
+    """``torch.sort(values, dim=-1, stable=True).indices`` from ``K x K`` comparisons, for small ``K``.
+
+    The rank of slot ``i`` is the number of smaller values plus the number of equal values in earlier
+    slots; the permutation inverts the ranks. Built from comparisons and sums only, so it exports to
+    ONNX. Memory ``(..., K, K)``.
+
+    Args:
+        values: ``(..., K)`` finite.
+
+    Returns:
+        ``(..., K)`` int64.
+    """
+    k = values.shape[-1]
+    slots = torch.arange(k, device=values.device)
+    a, b = values.unsqueeze(-1), values.unsqueeze(-2)  # value of slot i (rows), of slot j (columns)
+    before = (b < a) | ((b == a) & (slots[None, :] < slots[:, None]))  # (..., K, K): j sorts before i
+    rank = before.sum(-1)  # (..., K), a permutation of 0..K-1
+    return ((rank.unsqueeze(-2) == slots[:, None]).long() * slots).sum(-1)  # (..., K): slot of rank r
 
 
 def surface_features(rel: Tensor, normal: Tensor, centre_normal: Tensor, eps: float = EPS) -> Tensor:
