@@ -12,12 +12,12 @@ import torch.nn.functional as F
 import yaml
 from test_audio_train import TINY_MODEL
 from test_distributed import write_config
-from test_points_train import TINY_POINTNET2, TINY_RISURCONV
+from test_points_train import TINY_POINTNET2, TINY_POINTNET2_SEGMENTER, TINY_RISURCONV
 
 from aug_attn.attention import relative_attention
 from aug_attn.geometry import estimate_normals
 from aug_attn.models.muslcat import MuSLCAN, MuSLCAT
-from aug_attn.models.pointnet2 import PointNet2Classifier
+from aug_attn.models.pointnet2 import PointNet2Classifier, PointNet2Segmenter
 from aug_attn.models.resnet import WideResNet, aa_resnet_small
 from aug_attn.models.risurconv import RISurConvClassifier, RISurConvSegmenter
 from aug_attn.models.samplecnn import SampleCNN
@@ -51,6 +51,11 @@ MODELS = {
         {"category": torch.tensor([0, 3])},
     ),
     "pointnet2": (lambda: PointNet2Classifier(5, **_kwargs(TINY_POINTNET2)), _clouds, {}),
+    "pointnet2_segmenter": (
+        lambda: PointNet2Segmenter(50, num_categories=4, **_kwargs(TINY_POINTNET2_SEGMENTER)),
+        _clouds,
+        {"category": torch.tensor([0, 3])},
+    ),
 }
 
 

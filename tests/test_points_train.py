@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from aug_attn.models.pointnet2 import PointNet2Classifier
+from aug_attn.models.pointnet2 import PointNet2Classifier, PointNet2Segmenter
 from aug_attn_tasks.cli import main
 from aug_attn_tasks.points.data import PointDataModule, evaluation_protocols, stratified_split
 from aug_attn_tasks.points.datasets import SHAPENET_PARTS
@@ -212,7 +212,21 @@ def make_shapenet(root: Path) -> None:
         (root / "train_test_split" / f"shuffled_{split}_file_list.json").write_text(json.dumps(entries))
 
 
-def test_segmenter_training_and_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+TINY_POINTNET2_SEGMENTER = {
+    "name": "pointnet2",
+    "samples": [16, 8],
+    "neighbors": [8, 8],
+    "radii": [0.6, 1.2],
+    "channels": [[16, 16], [16, 32]],
+    "global_channels": [32],
+    "decoder_channels": [[32], [16], [16]],
+    "head_channels": 16,
+    "dropout": 0.0,
+}
+
+
+@pytest.mark.parametrize("name", ["risurconv", "pointnet2"])
+def test_segmenter_training_and_evaluation(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     root = tmp_path / "shapenet"
     make_shapenet(root)
     data_cfg = {
@@ -224,10 +238,14 @@ def test_segmenter_training_and_evaluation(tmp_path: Path, monkeypatch: pytest.M
         "batch_size": 4,
         "eval_batch_size": 4,
     }
-    model = {**TINY_RISURCONV, "decoder_channels": [32, 16], "head_channels": 16}
-    for key in ("global_channels", "transformer_layers", "transformer_heads"):  # classifier-only arguments
-        del model[key]
+    if name == "risurconv":
+        model = {**TINY_RISURCONV, "decoder_channels": [32, 16], "head_channels": 16}
+        for key in ("global_channels", "transformer_layers", "transformer_heads"):  # classifier-only arguments
+            del model[key]
+    else:
+        model = TINY_POINTNET2_SEGMENTER
     module = build_module({"task": "points", "data": data_cfg, "model": model})
+    assert type(module.model).__name__ == {"risurconv": "RISurConvSegmenter", "pointnet2": "PointNet2Segmenter"}[name]
     monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
     data = PointDataModule(data_cfg)
     data.setup("fit")
@@ -246,6 +264,31 @@ def test_segmenter_training_and_evaluation(tmp_path: Path, monkeypatch: pytest.M
         values = report["protocols"][protocol]
         assert 0 <= values["instance_miou"] <= 1 and 0 <= values["class_miou"] <= 1
     assert "z/SO3: instance mIoU" in capsys.readouterr().out
+
+
+def test_pointnet2_segmenter_ragged_matches_dense_and_is_not_rotation_invariant() -> None:
+    model = PointNet2Segmenter(6, num_categories=3, **{k: v for k, v in TINY_POINTNET2_SEGMENTER.items() if k != "name"}).eval()
+    torch.manual_seed(0)
+    pos = torch.randn(2, 20, 3, dtype=torch.float64)
+    normal = torch.nn.functional.normalize(torch.randn(2, 20, 3, dtype=torch.float64), dim=-1)
+    category = torch.tensor([0, 2])
+    model = model.double()
+    with torch.no_grad():
+        dense = model(pos, normal, category=category)
+        # a second cloud with fewer points: the padding of the dense batch must not leak into the result
+        small = model(pos[1:, :13], normal[1:, :13], category=category[1:])
+        ragged = model(torch.cat([pos[0], pos[1, :13]]), torch.cat([normal[0], normal[1, :13]]),
+                       torch.tensor([0] * 20 + [1] * 13), category=category)  # fmt: skip
+        rotation = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64)).Q
+        rotated = model(pos @ rotation.T, normal @ rotation.T, category=category)
+    assert dense.shape == (2, 20, 6) and ragged.shape == (33, 6)
+    torch.testing.assert_close(ragged[:20], dense[0])
+    torch.testing.assert_close(ragged[20:], small[0])
+    assert (rotated - dense).abs().max() > 1e-3  # raw coordinates: the baseline is not invariant
+    with pytest.raises(ValueError, match="category labels are required"):
+        model(pos, normal)
+    with pytest.raises(ValueError, match="one non-empty MLP per level"):
+        PointNet2Segmenter(6, samples=(8,), neighbors=(4,), radii=(None,), channels=((8,),), decoder_channels=((8,),))
 
 
 def test_pointnet2_ragged_matches_dense() -> None:

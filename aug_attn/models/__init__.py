@@ -14,7 +14,7 @@ from aug_attn.models.resnet import (
 from aug_attn.models.muslcat import MuSLCAN, MuSLCAT
 from aug_attn.models.samplecnn import SampleCNN
 from aug_attn.models.risurconv import RISurConvClassifier, RISurConvSegmenter
-from aug_attn.models.pointnet2 import PointNet2Classifier
+from aug_attn.models.pointnet2 import PointNet2Classifier, PointNet2Segmenter
 
 __all__ = [
     "AttentionSpec",
@@ -32,4 +32,5 @@ __all__ = [
     "RISurConvClassifier",
     "RISurConvSegmenter",
     "PointNet2Classifier",
+    "PointNet2Segmenter",
 ]

@@ -1,4 +1,5 @@
-"""PointNet++ (single-scale grouping) classifier: the non-invariant baseline of the point branch.
+"""PointNet++ (single-scale grouping) classifier and part segmenter: the non-invariant baselines of
+the point branch.
 
 Qi, Yi, Su & Guibas, "PointNet++: Deep Hierarchical Feature Learning on Point Sets in a Metric
 Space", NeurIPS 2017 (arXiv:1706.02413). Each set abstraction level samples ``M`` centres by FPS,
@@ -17,6 +18,13 @@ Paper defaults (the constructor defaults): ModelNet40 SSG with normals, centres 
 head 512 -> 256 with dropout 0.5. Deliberate differences: groups keep the nearest ``K`` points in
 the ball rather than the first ``K`` in index order (order-independent), and FPS starts from the
 point farthest from the centroid rather than a random one (deterministic).
+
+The part segmenter follows the SSG part-segmentation network of the paper's code: two set
+abstraction levels (512 / 128 centres, radius 0.2 / 0.4, 64 neighbours each), a global level, then
+feature propagation back to every point (inverse-distance interpolation over 3 neighbours,
+skip features concatenated, shared MLPs (256, 256), (256, 128), (128, 128, 128)); the input points'
+skip features are the one-hot category, the coordinates and the normals; a per-point head
+128 -> dropout 0.5 -> parts.
 """
 
 from __future__ import annotations
@@ -26,11 +34,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from aug_attn.geometry import ball_query, farthest_point_sample, gather, knn, to_dense
+from aug_attn.geometry import ball_query, farthest_point_sample, gather, interpolate, knn, to_dense
 from aug_attn.geometry.neighbors import DEFAULT_CHUNK_SIZE
 from aug_attn.layers.surface import SharedMLP
+from aug_attn.models.risurconv import category_features, check_categories
 
-__all__ = ["PointNet2Classifier", "SetAbstraction"]
+__all__ = ["PointNet2Classifier", "PointNet2Segmenter", "SetAbstraction"]
 
 
 class SetAbstraction(nn.Module):
@@ -85,6 +94,48 @@ class SetAbstraction(nn.Module):
         )
 
 
+def _set_abstractions(
+    point_channels: int,
+    samples: Sequence[int],
+    neighbors: Sequence[int],
+    radii: Sequence[float | None],
+    channels: Sequence[Sequence[int]],
+    chunk_size: int,
+) -> tuple[nn.ModuleList, list[int]]:
+    """The set abstraction levels of a PointNet++ network and the feature widths
+    ``[point_channels, C_1, ..., C_L]`` of the input points and of each level."""
+    if not len(samples) == len(neighbors) == len(radii) == len(channels):
+        raise ValueError(
+            f"samples {tuple(samples)}, neighbors {tuple(neighbors)}, radii {tuple(radii)} and channels "
+            f"{tuple(channels)} must have one entry per level"
+        )
+    widths = [point_channels] + [level[-1] for level in channels]
+    levels = nn.ModuleList(
+        SetAbstraction(widths[i], channels[i], samples[i], neighbors[i], radii[i], chunk_size) for i in range(len(channels))
+    )
+    return levels, widths
+
+
+def _dense_inputs(
+    model: nn.Module, pos: Tensor, normal: Tensor | None, batch: Tensor | None, x: Tensor | None
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Checked dense inputs of a PointNet++ ``model``: ``pos (B, N, 3)``, point features
+    ``[x, normal] (B, N, C)`` (None when it has none) and the validity ``mask (B, N)`` of PyG
+    ragged input (None for dense input)."""
+    if model.use_normals and normal is None:
+        raise ValueError(f"{type(model).__name__}(use_normals=True) needs normals; pass normal or use_normals=False")
+    parts = [t for t in (x, normal if model.use_normals else None) if t is not None]
+    features = torch.cat(parts, dim=-1) if parts else None  # (B, N, C) or (P, C) or None
+    mask = None
+    if batch is not None:
+        (pos, features), mask = to_dense(batch, pos, features)
+    if pos.dim() != 3 or pos.shape[-1] != 3:
+        raise ValueError(f"pos must be (B, N, 3), or (P, 3) with batch, got {tuple(pos.shape)}")
+    if features is not None and features.shape[:2] != pos.shape[:2]:
+        raise ValueError(f"normal / x {tuple(features.shape)} must have the points of pos {tuple(pos.shape)}")
+    return pos, features, mask
+
+
 class PointNet2Classifier(nn.Module):
     """PointNet++ SSG classifier: set abstraction levels, a global level (shared MLP on
     ``[x, f]`` of every remaining point, max pool), MLP head. Not rotation invariant (the baseline).
@@ -119,43 +170,20 @@ class PointNet2Classifier(nn.Module):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         super().__init__()
-        if not len(samples) == len(neighbors) == len(radii) == len(channels):
-            raise ValueError(
-                f"samples {tuple(samples)}, neighbors {tuple(neighbors)}, radii {tuple(radii)} and channels "
-                f"{tuple(channels)} must have one entry per level"
-            )
+        self.use_normals, self.in_channels = use_normals, in_channels
+        self.levels, widths = _set_abstractions(in_channels + 3 * use_normals, samples, neighbors, radii, channels, chunk_size)
         if not global_channels:
             raise ValueError("global_channels must not be empty")
-        self.use_normals, self.in_channels = use_normals, in_channels
-        point_channels = in_channels + (3 if use_normals else 0)
-        widths = [point_channels] + [level[-1] for level in channels]
-        self.levels = nn.ModuleList(
-            SetAbstraction(widths[i], channels[i], samples[i], neighbors[i], radii[i], chunk_size)
-            for i in range(len(channels))
-        )
         self.global_mlp = SharedMLP((3 + widths[-1], *global_channels))
         self.head = nn.Sequential(
             SharedMLP((global_channels[-1], *head_channels), dropout),
             nn.Linear(head_channels[-1] if head_channels else global_channels[-1], num_classes),
         )
 
-    def _point_features(self, normal: Tensor | None, x: Tensor | None) -> Tensor | None:
-        if self.use_normals and normal is None:
-            raise ValueError("PointNet2Classifier(use_normals=True) needs normals; pass normal or use_normals=False")
-        parts = [t for t in (x, normal if self.use_normals else None) if t is not None]
-        return torch.cat(parts, dim=-1) if parts else None
-
     def forward(
         self, pos: Tensor, normal: Tensor | None = None, batch: Tensor | None = None, x: Tensor | None = None
     ) -> Tensor:
-        features = self._point_features(normal, x)  # (B, N, C) or (P, C) or None
-        mask = None
-        if batch is not None:
-            (pos, features), mask = to_dense(batch, pos, features)
-        if pos.dim() != 3 or pos.shape[-1] != 3:
-            raise ValueError(f"pos must be (B, N, 3), or (P, 3) with batch, got {tuple(pos.shape)}")
-        if features is not None and features.shape[:2] != pos.shape[:2]:
-            raise ValueError(f"normal / x {tuple(features.shape)} must have the points of pos {tuple(pos.shape)}")
+        pos, features, mask = _dense_inputs(self, pos, normal, batch, x)  # (B, N, 3), (B, N, C) or None, (B, N) or None
         for level in self.levels:
             pos, features = level(pos, features, mask)  # (B, M, 3), (B, M, C)
             mask = None  # centres are real points (FPS repeats points of small clouds)
@@ -164,3 +192,92 @@ class PointNet2Classifier(nn.Module):
         if mask is not None:  # no level: pool over the real points only
             out = out.masked_fill(~mask.unsqueeze(-1), float("-inf"))
         return self.head(out.amax(1))  # (B, num_classes)
+
+
+class PointNet2Segmenter(nn.Module):
+    """PointNet++ SSG part segmentation: set abstraction levels, a global level, feature propagation
+    back to every input point, per-point head. Not rotation invariant (the segmentation baseline).
+
+    Args:
+        num_parts: per-point logits.
+        num_categories: object categories given as one-hot input to the last propagation (0: none).
+        in_channels, use_normals, samples, neighbors, radii, channels, global_channels, chunk_size:
+            as :class:`PointNet2Classifier` (defaults: the paper's part-segmentation SSG).
+        decoder_channels: MLP widths of each propagation step, coarsest first (one per level + 1).
+        head_channels, dropout: hidden width of the per-point head and the dropout after it.
+
+    Shapes (:meth:`forward`): dense ``pos (B, N, 3)`` -> ``(B, N, num_parts)``; PyG ragged
+    ``pos (P, 3)`` with ``batch (P,)`` -> ``(P, num_parts)``; ``category``: ``(B,)`` int64 labels.
+    The signature matches :class:`~aug_attn.models.RISurConvSegmenter`.
+    """
+
+    def __init__(
+        self,
+        num_parts: int,
+        num_categories: int = 0,
+        in_channels: int = 0,
+        use_normals: bool = True,
+        samples: Sequence[int] = (512, 128),
+        neighbors: Sequence[int] = (64, 64),
+        radii: Sequence[float | None] = (0.2, 0.4),
+        channels: Sequence[Sequence[int]] = ((64, 64, 128), (128, 128, 256)),
+        global_channels: Sequence[int] = (256, 512, 1024),
+        decoder_channels: Sequence[Sequence[int]] = ((256, 256), (256, 128), (128, 128, 128)),
+        head_channels: int = 128,
+        dropout: float = 0.5,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        super().__init__()
+        self.use_normals, self.in_channels, self.num_categories = use_normals, in_channels, num_categories
+        self.chunk_size = chunk_size
+        point_channels = in_channels + 3 * use_normals
+        self.levels, widths = _set_abstractions(point_channels, samples, neighbors, radii, channels, chunk_size)
+        if not channels:
+            raise ValueError("PointNet2Segmenter needs at least one set abstraction level")
+        if not global_channels or len(decoder_channels) != len(channels) + 1 or not all(decoder_channels):
+            raise ValueError(
+                f"global_channels {tuple(global_channels)} must not be empty and decoder_channels "
+                f"{tuple(decoder_channels)} needs one non-empty MLP per level plus one for the input points"
+            )
+        self.global_mlp = SharedMLP((3 + widths[-1], *global_channels))
+        # Skip features of the propagation targets, coarsest first: the levels' features, then the
+        # input points' one-hot category, coordinates and features.
+        skips = [*reversed(widths[1:]), num_categories + 3 + point_channels]
+        inputs = [global_channels[-1]] + [mlp[-1] for mlp in decoder_channels[:-1]]
+        self.propagate = nn.ModuleList(
+            SharedMLP((inputs[i] + skips[i], *decoder_channels[i])) for i in range(len(decoder_channels))
+        )
+        self.head = nn.Sequential(
+            SharedMLP((decoder_channels[-1][-1], head_channels), dropout), nn.Linear(head_channels, num_parts)
+        )
+
+    def forward(
+        self,
+        pos: Tensor,
+        normal: Tensor | None = None,
+        batch: Tensor | None = None,
+        x: Tensor | None = None,
+        category: Tensor | None = None,
+    ) -> Tensor:
+        check_categories(category, self.num_categories, None)
+        pos, features, mask = _dense_inputs(self, pos, normal, batch, x)  # (B, N, 3), (B, N, C) or None, (B, N) or None
+        onehot = category_features(check_categories(category, self.num_categories, pos), self.num_categories, pos)
+        inputs = [t for t in (onehot, pos, features) if t is not None]  # (B, N, num_categories + 3 + C)
+        skips, positions = [torch.cat(inputs, dim=-1)], [pos]  # finest first
+        level_mask = mask
+        for level in self.levels:
+            level_pos, features = level(positions[-1], features, level_mask)  # (B, M, 3), (B, M, C)
+            level_mask = None  # centres are real points (FPS repeats points of small clouds)
+            positions.append(level_pos)
+            skips.append(features)
+        y = self.global_mlp(torch.cat([positions[-1], features], dim=-1)).amax(1, keepdim=True)  # (B, 1, G)
+        for step, mlp in enumerate(self.propagate):
+            target = len(skips) - 1 - step  # the coarsest level first, the input points last
+            source = positions[target + 1] if step else positions[-1][:, :1]  # the global point: any position
+            y = interpolate(positions[target], source, y, 3, chunk_size=self.chunk_size)  # (B, N_t, C)
+            skip = skips[target]
+            if target == 0 and mask is not None:
+                # Ragged input: drop the padding before the last MLPs so BatchNorm never sees it.
+                y, skip = y[mask], skip[mask]  # (P, C)
+            y = mlp(torch.cat([y, skip], dim=-1))
+        return self.head(y)  # (B, N, num_parts) or (P, num_parts)

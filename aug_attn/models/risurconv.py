@@ -76,6 +76,25 @@ class SurfaceTransformerBlock(nn.Module):
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
+def check_categories(category: Tensor | None, num_categories: int, pos: Tensor | None) -> Tensor | None:
+    """Check a segmenter's ``category (B,)`` labels against its ``num_categories`` (0: none expected)
+    and, when ``pos (B, N, 3)`` is given, its batch; returns ``category``."""
+    if (category is None) != (num_categories == 0):
+        raise ValueError(f"category labels are {'required' if num_categories else 'not expected'}")
+    if category is not None and pos is not None and category.shape != pos.shape[:1]:
+        raise ValueError(f"category must be (B,) = ({pos.shape[0]},) labels, got {tuple(category.shape)}")
+    return category
+
+
+def category_features(category: Tensor | None, num_categories: int, pos: Tensor) -> Tensor | None:
+    """One-hot ``category (B,)`` repeated at every point of ``pos (B, N, 3)``: ``(B, N, num_categories)``
+    in ``pos``'s dtype (None without categories)."""
+    if category is None:
+        return None
+    onehot = F.one_hot(category, num_categories).to(pos.dtype)  # (B, num_categories)
+    return onehot.unsqueeze(1).expand(-1, pos.shape[1], -1)
+
+
 class _RISurConvEncoder(nn.Module):
     """The hierarchy of sample / group / RISurConv stages shared by both networks."""
 
@@ -249,15 +268,10 @@ class RISurConvSegmenter(nn.Module):
         )
 
     def _input_features(self, x: Tensor | None, category: Tensor | None, pos: Tensor) -> Tensor | None:
-        if (category is None) != (self.num_categories == 0):
-            raise ValueError(f"category labels are {'required' if self.num_categories else 'not expected'}")
-        if category is None:
-            return x
-        if category.shape != pos.shape[:1]:
-            raise ValueError(f"category must be (B,) = ({pos.shape[0]},) labels, got {tuple(category.shape)}")
-        onehot = F.one_hot(category, self.num_categories).to(pos.dtype)  # (B, num_categories)
-        onehot = onehot.unsqueeze(1).expand(-1, pos.shape[1], -1)  # (B, N, num_categories)
-        return onehot if x is None else torch.cat([x, onehot], dim=-1)
+        onehot = category_features(check_categories(category, self.num_categories, pos), self.num_categories, pos)
+        if onehot is None or x is None:
+            return x if onehot is None else onehot
+        return torch.cat([x, onehot], dim=-1)
 
     def forward(
         self,

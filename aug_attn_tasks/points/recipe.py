@@ -2,8 +2,8 @@
 
 Config sections used: ``data`` (see :mod:`aug_attn_tasks.points.data`; ``dataset: shapenet_part``
 makes it a segmentation run, ``use_normals`` feeds the data's normals to the model, else RISurConv
-estimates them), ``model`` (``name``: ``risurconv`` or ``pointnet2`` (classification only, the
-non-invariant baseline); other keys go to the constructor), ``optim``
+estimates them), ``model`` (``name``: ``risurconv`` or ``pointnet2`` (the non-invariant baseline);
+other keys go to the constructor), ``optim``
 (:func:`~aug_attn_tasks.optim.build_optimization`).
 
 Logged metrics: ``train/loss``; ``val/loss`` and ``val/oa``, ``val/macc`` (classification) or
@@ -23,7 +23,7 @@ import lightning as L
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aug_attn.models.pointnet2 import PointNet2Classifier
+from aug_attn.models.pointnet2 import PointNet2Classifier, PointNet2Segmenter
 from aug_attn.models.risurconv import RISurConvClassifier, RISurConvSegmenter
 from aug_attn_tasks.optim import build_optimization
 from aug_attn_tasks.points.data import PointDataModule, evaluation_protocols, load_dataset, protocol_name
@@ -35,6 +35,7 @@ __all__ = ["MODELS", "PointCloudModule", "build_model", "build_module", "build_d
 INFERENCE_COMMAND = "aug-attn classify POINT_CLOUD_FILE --checkpoint {checkpoint}"
 
 MODELS: dict[str, type[nn.Module]] = {"risurconv": RISurConvClassifier, "pointnet2": PointNet2Classifier}
+SEGMENTERS: dict[str, type[nn.Module]] = {"risurconv": RISurConvSegmenter, "pointnet2": PointNet2Segmenter}
 NUM_PARTS = sum(len(parts) for parts in SHAPENET_PARTS.values())
 
 
@@ -50,16 +51,17 @@ def metric_key(train: str, test: str) -> str:
 def build_model(model_cfg: dict[str, Any], num_classes: int, segmentation: bool = False) -> nn.Module:
     """The network named by ``model_cfg["name"]``; other keys are its constructor's keyword arguments.
 
-    Segmentation builds a :class:`~aug_attn.models.RISurConvSegmenter` with ShapeNet's 50 parts and
-    ``num_classes`` categories given as one-hot input.
+    Segmentation builds a :class:`~aug_attn.models.RISurConvSegmenter` or
+    :class:`~aug_attn.models.PointNet2Segmenter` with ShapeNet's 50 parts and ``num_classes``
+    categories given as one-hot input.
     """
     kwargs = dict(model_cfg)
     name = kwargs.pop("name", "risurconv")
     try:
         if segmentation:
-            if name != "risurconv":
-                raise ValueError(f"model.name={name!r}: segmentation supports only 'risurconv'")
-            return RISurConvSegmenter(NUM_PARTS, num_categories=num_classes, **kwargs)
+            if name not in SEGMENTERS:
+                raise ValueError(f"model.name={name!r}: expected one of {', '.join(SEGMENTERS)} for segmentation")
+            return SEGMENTERS[name](NUM_PARTS, num_categories=num_classes, **kwargs)
         if name not in MODELS:
             raise ValueError(f"model.name={name!r}: expected one of {', '.join(MODELS)}")
         return MODELS[name](num_classes, **kwargs)
