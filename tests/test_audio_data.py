@@ -168,6 +168,42 @@ def test_cache_is_resumable_and_verifiable(mtat, tmp_path, monkeypatch):
         prepare_cache(root, paths[:2], tmp_path / "cache", 22050, progress=False)
 
 
+def test_cache_follows_its_sources_and_rewrites_the_manifest_only_on_change(tmp_path, monkeypatch):
+    root, cache = tmp_path / "audio", tmp_path / "cache"
+    root.mkdir()
+    sf.write(root / "a.wav", np.full(800, 0.5, np.float32), RATE)
+    sf.write(root / "b.wav", np.full(800, 0.25, np.float32), RATE)
+    arrays, _ = prepare_cache(root, ["a.wav", "b.wav"], cache, RATE, progress=False)
+    stamp = (cache / MANIFEST).stat()
+    stamp = (stamp.st_ino, stamp.st_mtime_ns)  # a rewrite renames a new file over it: a new inode
+    decoded = []
+    real_load = cache_module.load_audio
+    monkeypatch.setattr(cache_module, "load_audio", lambda p, r: decoded.append(Path(p).name) or real_load(p, r))
+    prepare_cache(root, ["a.wav", "b.wav"], cache, RATE, progress=False)
+    after = (cache / MANIFEST).stat()
+    assert decoded == [] and (after.st_ino, after.st_mtime_ns) == stamp  # nothing to do: not rewritten
+
+    sf.write(root / "a.wav", np.full(1000, -0.25, np.float32), RATE)  # the source changes
+    arrays, _ = prepare_cache(root, ["a.wav", "b.wav"], cache, RATE, progress=False)
+    assert decoded == ["a.wav"] and np.allclose(np.load(arrays["a.wav"]), -0.25, atol=1e-3)
+
+    (root / "b.wav").unlink()  # a source deleted after caching: its array stays usable
+    decoded.clear()
+    arrays, _ = prepare_cache(root, ["a.wav", "b.wav"], cache, RATE, progress=False)
+    assert decoded == [] and np.allclose(np.load(arrays["b.wav"]), 0.25, atol=1e-3)
+
+    (root / "c.wav").write_bytes(b"RIFF0000WAVEjunk")  # skipped once, retried only after it changes
+    _, skipped = prepare_cache(root, ["a.wav", "c.wav"], cache, RATE, skip_errors=True, progress=False)
+    assert list(skipped) == ["c.wav"]
+    decoded.clear()
+    _, skipped = prepare_cache(root, ["a.wav", "c.wav"], cache, RATE, skip_errors=True, progress=False)
+    assert decoded == [] and list(skipped) == ["c.wav"]
+    sf.write(root / "c.wav", np.zeros(800, np.float32), RATE)
+    arrays, skipped = prepare_cache(root, ["a.wav", "c.wav"], cache, RATE, skip_errors=True, progress=False)
+    assert decoded == ["c.wav"] and not skipped and "c.wav" in arrays
+    assert not list(cache.glob("*.tmp"))
+
+
 def test_broken_file_raises_or_is_skipped_and_counted(tmp_path, caplog):
     if "MP3" not in sf.available_formats():
         pytest.skip("this libsndfile cannot write mp3")
@@ -190,7 +226,7 @@ def test_broken_file_raises_or_is_skipped_and_counted(tmp_path, caplog):
 # ---------------------------------------------------------------- folder and CSV layouts
 
 
-def test_folder_layout_single_label(tmp_path):
+def test_folder_layout_single_label(tmp_path, caplog):
     for label, count in (("blues", 5), ("jazz", 5)):
         (tmp_path / label).mkdir()
         for i in range(count):
@@ -205,6 +241,14 @@ def test_folder_layout_single_label(tmp_path):
     audio, target = data.datasets["train"][0]
     assert audio.shape == (2000,) and target.dtype.is_floating_point is False  # 800 samples padded to 2000
     assert (tmp_path / "cache-16000hz" / MANIFEST).is_file()
+    # The cache inside root is no label, and a folder without audio is logged and left out.
+    (tmp_path / "scans").mkdir()
+    with caplog.at_level(logging.WARNING):
+        again = AudioDataModule(cfg)
+    assert again.catalog.tags == ["blues", "jazz"] and again.catalog.keys == data.catalog.keys
+    assert "scans: no audio files" in caplog.text and "cache-16000hz" not in caplog.text
+    with pytest.raises(ValueError, match="split_dir is read by layout mtat only"):
+        build_catalog({**cfg, "split_dir": str(tmp_path / "splits")})
 
 
 def test_csv_layout_multi_label_with_split_column(tmp_path):
@@ -232,6 +276,42 @@ def test_csv_layout_rejects_missing_path_column(tmp_path):
     (tmp_path / "labels.csv").write_text("file,rock\na.wav,1\n")
     with pytest.raises(ValueError, match="labels.csv.*'path'"):
         build_catalog({"layout": "csv", "csv": str(tmp_path / "labels.csv")})
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("a.wav,1\nb.wav\n", "line 3: 2 fields expected"),
+        ("a.wav,1\nb.wav,1,0\n", "line 3: 2 fields expected"),
+        ("a.wav,5\n", "line 2: tag columns must hold 0 or 1, got rock='5'"),
+        ("a.wav,-1\n", "line 2: tag columns must hold 0 or 1"),
+        ("/data/a.wav,1\n", "line 2: path '/data/a.wav' must be relative"),
+        ("../a.wav,1\n", "line 2: path '../a.wav' must be relative"),
+        ("a.wav,1\n./a.wav,0\n", "line 3: a.wav is already listed on line 2"),
+    ],
+)
+def test_csv_layout_bad_rows_name_the_file_and_line(tmp_path, body, message):
+    (tmp_path / "labels.csv").write_text("path,rock\n" + body)
+    with pytest.raises(ValueError, match=f"labels.csv, {message}"):
+        build_catalog({"layout": "csv", "csv": str(tmp_path / "labels.csv")})
+
+
+def test_mtat_folder_split_leaves_out_clips_without_a_top_tag(tmp_path):
+    """Won et al.'s split script keeps only clips with at least one top-k tag; so does the fallback."""
+    tags = [f"tag{i:03d}" for i in range(NUM_MTAT_TAGS)]
+    paths = ["0/a.mp3", "0/b.mp3", "c/c.mp3", "c/d.mp3", "d/e.mp3", "f/g.mp3"]
+    labels = np.zeros((len(paths), NUM_MTAT_TAGS), dtype=int)
+    labels[[0, 2, 4, 5], 1] = 1  # top tag
+    labels[[0, 4], 2] = 1  # second
+    labels[1, 100] = 1  # clip b only has a rare tag; clip d has none
+    with open(tmp_path / "annotations_final.csv", "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_ALL)
+        writer.writerow(["clip_id", *tags, "mp3_path"])
+        writer.writerows([str(i), *map(str, row), path] for i, (path, row) in enumerate(zip(paths, labels)))
+    catalog = build_catalog({"layout": "mtat", "root": str(tmp_path), "top_k": 2})
+    assert catalog.tags == ["tag001", "tag002"]
+    assert catalog.keys == {"train": ["0/a.mp3"], "valid": ["c/c.mp3"], "test": ["d/e.mp3", "f/g.mp3"]}
+    assert all(t.sum(axis=1).min() >= 1 for t in catalog.targets.values())
 
 
 # ---------------------------------------------------------------- synthetic

@@ -3,12 +3,17 @@
 Layout: ``<cache_dir>/<relative path>.npy`` per file plus ``manifest.json``::
 
     {"sample_rate": 16000,
-     "entries": {"c/clip.mp3": {"file": "c/clip.mp3.npy", "samples": 465984, "bytes": 1864064, "sha256": "..."}},
-     "skipped": {"c/broken.mp3": "c/broken.mp3: cannot decode audio (...)"}}
+     "entries": {"c/clip.mp3": {"file": "c/clip.mp3.npy", "samples": 465984, "bytes": 1864064, "sha256": "...",
+                                "source": {"bytes": 470000, "mtime_ns": 1700000000000000000}}},
+     "skipped": {"c/broken.mp3": {"error": "c/broken.mp3: cannot decode audio (...)", "source": {...}}}}
 
-Arrays are written to a temporary name and renamed, and the manifest is saved every
-``save_every`` files, so an interrupted run resumes where it stopped; ``verify=True`` re-hashes
-every cached array and re-decodes the ones whose size or checksum differ.
+An entry is used while its source file keeps the size and modification time it had when decoded
+(or no longer exists) and its array keeps its size (``verify=True``: its sha256 too); otherwise the
+file is decoded again.
+A skipped file is retried once its size or modification time changes (or in strict mode).
+Arrays are written to a temporary name and renamed, and the manifest is saved (atomically, under a
+name of its own per process) every ``save_every`` decoded files and at the end when anything changed,
+so an interrupted run resumes where it stopped and processes sharing a cache (DDP) do not collide.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +57,34 @@ def load_manifest(cache_dir: str | Path) -> dict[str, Any]:
 
 
 def _save_manifest(cache_dir: Path, manifest: dict[str, Any]) -> None:
-    tmp = cache_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, cache_dir / MANIFEST)
+    with tempfile.NamedTemporaryFile("w", dir=cache_dir, prefix=MANIFEST + ".", suffix=".tmp", delete=False) as handle:
+        handle.write(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(handle.name, cache_dir / MANIFEST)
 
 
-def _is_valid(cache_dir: Path, entry: dict[str, Any], verify: bool) -> bool:
+def _source_stamp(path: Path) -> dict[str, int] | None:
+    """Size and modification time of a source file (None if it does not exist)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _is_valid(cache_dir: Path, entry: dict[str, Any], source: dict[str, int] | None, verify: bool) -> bool:
     path = cache_dir / entry["file"]
-    if not path.is_file() or path.stat().st_size != entry["bytes"]:
+    # A source that is gone (deleted after caching) cannot have changed: its array stays usable.
+    if (source is not None and entry.get("source") != source) or not path.is_file() or path.stat().st_size != entry["bytes"]:
         return False
     return not verify or _sha256(path) == entry["sha256"]
+
+
+def _cache_name(key: str) -> str:
+    """The array's path inside the cache: ``<key>.npy``; keys must be relative and stay inside."""
+    parts = Path(key).parts
+    if Path(key).is_absolute() or ".." in parts or not parts:
+        raise ValueError(f"{key}: audio paths must be relative to the dataset folder and stay inside it")
+    return key + ".npy"
 
 
 def prepare_cache(
@@ -93,36 +117,46 @@ def prepare_cache(
     if manifest["sample_rate"] not in (None, sample_rate):
         raise ValueError(f"{cache_dir}: cache holds audio at {manifest['sample_rate']} Hz, {sample_rate} Hz requested")
     manifest["sample_rate"] = sample_rate
+    changed = manifest["sample_rate"] != sample_rate
+    manifest["sample_rate"] = sample_rate
     entries, skipped = manifest["entries"], manifest["skipped"]
-    todo = [k for k in keys if not (k in entries and _is_valid(cache_dir, entries[k], verify))]
-    if skip_errors:
-        todo = [k for k in todo if k not in skipped]
-    else:
-        for key in todo:
-            skipped.pop(key, None)  # strict mode retries files an earlier skipping run gave up on
+    sources = {k: _source_stamp(root / k) for k in keys}
+    todo = [k for k in keys if not (k in entries and _is_valid(cache_dir, entries[k], sources[k], verify))]
+    if skip_errors:  # files given up on stay skipped until they change
+        todo = [k for k in todo if not (isinstance(skipped.get(k), dict) and skipped[k].get("source") == sources[k])]
     for done, key in enumerate(tqdm(todo, desc=f"decoding audio -> {cache_dir}", unit="file", disable=not progress or not todo)):
+        name = _cache_name(key)
+        changed = True
+        skipped.pop(key, None)
         try:
             audio = load_audio(root / key, sample_rate)
         except AudioDecodeError as error:
+            entries.pop(key, None)
             if not skip_errors:
                 _save_manifest(cache_dir, manifest)
                 raise
             log.warning("skipping %s", error)
-            skipped[key] = str(error)
-            entries.pop(key, None)
+            skipped[key] = {"error": str(error), "source": sources[key]}
             continue
-        target = cache_dir / (key + ".npy")
+        target = cache_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as handle:
             np.save(handle, audio)
         os.replace(tmp, target)
-        entries[key] = {"file": key + ".npy", "samples": int(audio.shape[0]), "bytes": target.stat().st_size, "sha256": _sha256(target)}
+        entries[key] = {
+            "file": name,
+            "samples": int(audio.shape[0]),
+            "bytes": target.stat().st_size,
+            "sha256": _sha256(target),
+            "source": sources[key],
+        }
         if (done + 1) % save_every == 0:
             _save_manifest(cache_dir, manifest)
-    _save_manifest(cache_dir, manifest)
+    if changed:
+        _save_manifest(cache_dir, manifest)
     missing = [k for k in keys if k in skipped]
     if missing:
         log.warning("%d of %d files skipped as undecodable (listed in %s)", len(missing), len(keys), cache_dir / MANIFEST)
     arrays = {k: cache_dir / entries[k]["file"] for k in keys if k in entries}
-    return arrays, {k: skipped[k] for k in missing}
+    return arrays, {k: skipped[k]["error"] for k in missing}

@@ -11,10 +11,14 @@ Layouts (``data.layout``):
   ``mp3_path``) and clips under ``<root>/<0-f>/``. With ``data.split_dir`` holding Won et al.'s
   ``tags.npy``, ``binary.npy``, ``train.npy``, ``valid.npy``, ``test.npy`` (lines ``"ix\\t<folder>/<file>.mp3"``,
   ix = CSV row) those define tags and splits; otherwise the ``top_k`` (50) most frequent tags over
-  the whole CSV (the usual protocol) and folders 0-b train, c valid, d-f test.
-- ``folder``: ``<root>/<label>/*.wav|flac|ogg|mp3`` (GTZAN); single-label, labels sorted.
-- ``csv``: ``data.csv`` with a ``path`` column (relative to the CSV's folder), one 0/1 column per
-  tag and optionally a ``split`` column (train/valid/test).
+  the whole CSV, folders 0-b train, c valid, d-f test, and, as Won et al.'s split script does,
+  only clips with at least one of those tags (the others are logged and left out).
+- ``folder``: ``<root>/<label>/*.wav|flac|ogg|mp3`` (GTZAN); single-label, labels sorted. Folders
+  without audio files (e.g. the default cache ``<root>/cache-<rate>hz``) are not labels; they are
+  logged, except the cache.
+- ``csv``: ``data.csv`` with a ``path`` column (relative to the CSV's folder, staying inside it),
+  one 0/1 column per tag and optionally a ``split`` column (train/valid/test). A file listed twice
+  is an error.
 - ``synthetic``: :mod:`~aug_attn_tasks.audio.synthetic` clips, generated in memory.
 
 ``folder`` and ``csv`` without split information are split per class (folder) or at random (csv)
@@ -113,9 +117,12 @@ def _mtat_catalog(cfg: dict[str, Any]) -> Catalog:
     counts = labels.sum(axis=0)
     order = sorted(range(len(tags188)), key=lambda i: (-counts[i], i))[:top_k]
     folder_split = {**dict.fromkeys("0123456789ab", "train"), "c": "valid", **dict.fromkeys("def", "test")}
+    tagged = labels[:, order].sum(axis=1) > 0
+    if not tagged.all():
+        log.info("MagnaTagATune: %d of %d clips have none of the top-%d tags and are left out", (~tagged).sum(), len(paths), top_k)
     catalog = Catalog([tags188[i] for i in order], True)
     for split in SPLITS:
-        rows = [i for i, p in enumerate(paths) if folder_split.get(p.split("/")[0]) == split]
+        rows = [i for i, p in enumerate(paths) if folder_split.get(p.split("/")[0]) == split and tagged[i]]
         catalog.keys[split] = [paths[i] for i in rows]
         catalog.targets[split] = labels[rows][:, order]
     return catalog
@@ -139,12 +146,19 @@ def _folder_catalog(cfg: dict[str, Any]) -> Catalog:
     root = Path(cfg["root"])
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
-    labels = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    cache = Path(cfg.get("cache_dir") or default_cache_dir(cfg)).resolve()
+    labels, files_of = [], {}
+    for folder in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+        if files:
+            labels.append(folder.name)
+            files_of[folder.name] = files
+        elif folder.resolve() != cache:
+            log.warning("%s: no audio files (%s), not a label", folder, ", ".join(AUDIO_EXTENSIONS))
     keys, classes = [], []
     for index, label in enumerate(labels):
-        files = sorted(p for p in (root / label).iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
-        keys += [f"{label}/{p.name}" for p in files]
-        classes += [index] * len(files)
+        keys += [f"{label}/{p.name}" for p in files_of[label]]
+        classes += [index] * len(files_of[label])
     if not keys:
         raise ValueError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in <root>/<label>/ folders")
     classes_arr = np.array(classes, dtype=np.int64)
@@ -168,10 +182,21 @@ def _csv_catalog(cfg: dict[str, Any]) -> Catalog:
     if "path" not in fields:
         raise ValueError(f"{path}: needs a 'path' column, found {fields}")
     tags = [f for f in fields if f not in ("path", "split")]
-    try:
-        targets = np.array([[float(r[t]) for t in tags] for r in rows], dtype=np.float32)
-    except ValueError as error:
-        raise ValueError(f"{path}: tag columns must hold 0/1 values ({error})") from error
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        if None in row or any(value is None for value in row.values()):
+            raise ValueError(f"{path}, line {line}: {len(fields)} fields expected (the header's), got another count")
+        bad = [t for t in tags if row[t].strip() not in ("0", "1", "0.0", "1.0")]
+        if bad:
+            raise ValueError(f"{path}, line {line}: tag columns must hold 0 or 1, got {bad[0]}={row[bad[0]]!r}")
+        key = Path(row["path"]).as_posix()
+        if not row["path"] or Path(row["path"]).is_absolute() or ".." in Path(row["path"]).parts:
+            raise ValueError(f"{path}, line {line}: path {row['path']!r} must be relative to the CSV's folder and stay inside it")
+        if key in seen:
+            raise ValueError(f"{path}, line {line}: {key} is already listed on line {seen[key]}")
+        seen[key] = line
+        row["path"] = key
+    targets = np.array([[float(r[t]) for t in tags] for r in rows], dtype=np.float32)
     if "split" in fields:
         names = {"train": 0, "valid": 1, "val": 1, "validation": 1, "test": 2}
         unknown = {r["split"] for r in rows} - set(names)
@@ -212,12 +237,19 @@ def build_catalog(cfg: dict[str, Any]) -> Catalog:
     layout = cfg.get("layout", "synthetic")
     if layout not in _CATALOGS:
         raise ValueError(f"data.layout={layout!r}: expected one of {', '.join(_CATALOGS)}")
+    if cfg.get("split_dir") and layout != "mtat":
+        raise ValueError(f"data.split_dir is read by layout mtat only, not {layout!r} (the csv layout takes a split column)")
     return _CATALOGS[layout](cfg)
 
 
 def audio_root(cfg: dict[str, Any]) -> Path:
     """Folder the catalog's keys are relative to."""
     return Path(cfg["csv"]).parent if cfg.get("layout") == "csv" else Path(cfg["root"])
+
+
+def default_cache_dir(cfg: dict[str, Any]) -> Path:
+    """``<audio root>/cache-<sample rate>hz``, where the cache goes without ``data.cache_dir``."""
+    return audio_root(cfg) / f"cache-{int(cfg.get('sample_rate', 16000))}hz"
 
 
 class ClipDataset(Dataset):
@@ -272,7 +304,7 @@ class AudioDataModule(L.LightningDataModule):
         """Decode every clip of the catalog into the cache; ``(key -> .npy path, key -> skip reason)``."""
         root = audio_root(self.cfg)
         keys = [k for split in SPLITS for k in self.catalog.keys[split]]
-        cache_dir = self.cfg.get("cache_dir") or root / f"cache-{self.sample_rate}hz"
+        cache_dir = self.cfg.get("cache_dir") or default_cache_dir(self.cfg)
         return prepare_cache(
             root, keys, cache_dir, self.sample_rate, bool(self.cfg.get("skip_errors", False)), bool(self.cfg.get("verify_cache", False))
         )
