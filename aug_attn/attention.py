@@ -62,6 +62,12 @@ def _block_attention(
 ) -> Tensor:
     """Attention of the query block ``q (B, h, c, d)`` over all keys; returns ``(B, h, c, d_v)``."""
     bias = encoder(q, pos, start, end) if encoder is not None else None  # (B, h, c, N)
+    if bias is not None and tuple(bias.shape[-2:]) != (end - start, k.shape[2]):
+        # e.g. a position description (pos) of another number of tokens: broadcasting would hide it
+        raise ValueError(
+            f"{type(encoder).__name__} gave logits {tuple(bias.shape)} for pos={pos!r}; expected "
+            f"(..., {end - start}, {k.shape[2]}) for {end - start} queries over {k.shape[2]} keys"
+        )
     if key_padding_mask is not None:
         masked = key_padding_mask[:, None, None, :]  # (B, 1, 1, N)
         bias = (

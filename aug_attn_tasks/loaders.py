@@ -72,10 +72,13 @@ class ResumableLoader(DataLoader):
             raise TypeError(f"ResumableLoader needs a ResumableSampler, got {type(sampler).__name__}")
         super().__init__(dataset, sampler=sampler, **kwargs)
         self._position = 0  # batches of the current epoch handed out (or skipped on resume)
-        self._resume_at = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches) of a loaded state
 
     def __iter__(self) -> Iterator[Any]:
-        self._position, self._resume_at = self._resume_at, 0
+        # A loaded position applies to its own epoch only: a checkpoint written after the last batch
+        # of an epoch (a step checkpoint at the epoch's end) resumes with the next epoch, whole.
+        resume, self._resume = self._resume, None
+        self._position = resume[1] if resume is not None and resume[0] == self.sampler.epoch else 0
         self.sampler.skip = self._position * int(self.batch_size or 1)
         for batch in super().__iter__():
             self._position += 1
@@ -86,7 +89,7 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.set_epoch(int(state["epoch"]))
-        self._resume_at = int(state["batches"])
+        self._resume = (int(state["epoch"]), int(state["batches"]))
 
 
 def train_loader(

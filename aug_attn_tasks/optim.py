@@ -9,8 +9,11 @@ import torch
 __all__ = ["build_optimization"]
 
 
-def build_optimization(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any], max_epochs: int) -> dict[str, Any]:
+def build_optimization(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any], max_epochs: int | None) -> dict[str, Any]:
     """Return what ``LightningModule.configure_optimizers`` returns.
+
+    ``max_epochs``: the trainer's (``trainer.max_epochs``); every schedule but ``none`` needs it to be
+    a positive number of epochs (a run bounded by ``trainer.max_steps`` alone has none: an error).
 
     ``cfg``: ``name`` (adam | adamw | sgd), ``lr``, ``weight_decay``, ``momentum`` and ``nesterov``
     (sgd), ``schedule`` (none | cosine | step | multistep), ``step_size`` and ``gamma`` (step: x gamma
@@ -36,7 +39,12 @@ def build_optimization(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]
     warmup = int(cfg.get("warmup_epochs", 0))
     if schedule == "none":
         return {"optimizer": optimizer}
-    if not 0 <= warmup < max(1, max_epochs):
+    if max_epochs is None or max_epochs < 1:
+        raise ValueError(
+            f"optim.schedule={schedule!r} is laid out over trainer.max_epochs, which is {max_epochs!r}: set "
+            "trainer.max_epochs (a run bounded by trainer.max_steps alone can use optim.schedule none)"
+        )
+    if not 0 <= warmup < max_epochs:
         raise ValueError(f"optim.warmup_epochs={warmup} must be >= 0 and below trainer.max_epochs={max_epochs}")
     if schedule == "cosine":
         main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs - warmup))

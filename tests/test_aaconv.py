@@ -148,8 +148,21 @@ def test_mask_errors():
     layer = AAConv1d(3, 8, 3, dk=4, dv=4, num_heads=2)
     with pytest.raises(ValueError, match="every key"):
         layer(torch.randn(1, 3, 5), key_padding_mask=torch.ones(1, 5, dtype=torch.bool))
-    with pytest.raises(ValueError, match="bool tensor of shape"):
+    with pytest.raises(ValueError, match=r"key_padding_mask must be \(B, L\) = \(1, 5\)"):
         layer(torch.randn(1, 3, 5), key_padding_mask=torch.ones(1, 4, dtype=torch.bool))
+    strided = AAConv1d(3, 8, 3, stride=2, padding=1, dk=4, dv=4, num_heads=2)
+    for length in (9, 13):  # pooled to the output length, a wrong mask length used to pass unnoticed
+        with pytest.raises(ValueError, match=r"key_padding_mask must be \(B, L\) = \(1, 10\)"):
+            strided(torch.randn(1, 3, 10), key_padding_mask=torch.zeros(1, length, dtype=torch.bool))
+
+
+def test_positions_of_another_token_count_are_an_error():
+    """An encoder told about another number of tokens (pos) must not broadcast over the keys."""
+    attention = RelativeMultiheadAttention(8, 8, 8, 2, RelativePositionEncoder1d(4, 2, 8))
+    attention(torch.randn(1, 5, 8), 5)
+    for pos in (1, 3, 7):
+        with pytest.raises(ValueError, match=f"for pos={pos}"):
+            attention(torch.randn(1, 5, 8), pos)
 
 
 def test_translation_shifts_attention_output():

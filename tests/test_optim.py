@@ -57,3 +57,12 @@ def test_multistep_milestones_count_whole_run_epochs():
 def test_bad_schedules_name_the_option(cfg, match):
     with pytest.raises(ValueError, match=match):
         build_optimization([torch.nn.Parameter(torch.zeros(1))], {"name": "sgd", **cfg}, 10)
+
+
+@pytest.mark.parametrize("max_epochs", [None, -1, 0])
+def test_a_schedule_needs_the_number_of_epochs(max_epochs):
+    """Lightning reports max_epochs None (or -1) for runs bounded by max_steps: no silent 1-epoch cosine."""
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    with pytest.raises(ValueError, match="set trainer.max_epochs"):
+        build_optimization(params, {"name": "sgd", "schedule": "cosine"}, max_epochs)
+    assert "lr_scheduler" not in build_optimization(params, {"name": "sgd", "schedule": "none"}, max_epochs)

@@ -57,3 +57,28 @@ def test_killed_and_resumed_run_matches_the_uninterrupted_run(task: str, tmp_pat
     for name, value in weights(folder / "last.ckpt").items():
         torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=name)
     assert resumed == pytest.approx(straight, abs=1e-7)
+
+
+def _epoch(loader, epoch: int) -> list[list[int]]:
+    loader.sampler.set_epoch(epoch)  # as Lightning's fit loop does before each epoch
+    return [batch.tolist() for batch in loader]
+
+
+def test_loader_position_applies_to_its_own_epoch_only() -> None:
+    """A step checkpoint written after an epoch's last batch (and a run killed before the epoch-end
+    checkpoint, e.g. during validation) resumes with the whole next epoch, not an empty one."""
+    from aug_attn_tasks.loaders import train_loader
+
+    data = torch.arange(16)
+    straight = train_loader(data, 4, seed=3)
+    epochs = [_epoch(straight, e) for e in range(3)]
+    assert len(epochs[1]) == 4 and epochs[1] != epochs[0]
+
+    at_end = train_loader(data, 4, seed=3)
+    at_end.load_state_dict({"epoch": 0, "batches": 4})
+    assert _epoch(at_end, 1) == epochs[1] and _epoch(at_end, 2) == epochs[2]
+
+    mid = train_loader(data, 4, seed=3)
+    mid.load_state_dict({"epoch": 1, "batches": 1})
+    assert _epoch(mid, 1) == epochs[1][1:] and _epoch(mid, 2) == epochs[2]
+    assert mid.state_dict() == {"epoch": 2, "batches": 4}

@@ -161,6 +161,10 @@ class AAConv1d(_AAConvNd):
         if length_out < 1:
             raise ValueError(f"input length {x.shape[-1]} is too short for kernel_size={self.kernel_size}")
         _check_pooled(x.shape[-1], self.stride, length_out, "length")
+        if key_padding_mask is not None and tuple(key_padding_mask.shape) != (x.shape[0], x.shape[-1]):
+            raise ValueError(
+                f"key_padding_mask must be (B, L) = ({x.shape[0]}, {x.shape[-1]}) like the input, got {tuple(key_padding_mask.shape)}"
+            )
         a = x
         if self.stride > 1:
             # ceil mode then crop: the floor-mode result when the conv drops the ragged end.

@@ -121,7 +121,7 @@ class TaggingModule(L.LightningModule):
         self._epoch_metrics("test", per_tag=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return build_optimization(self.parameters(), self.config.get("optim", {}), int(self.trainer.max_epochs or 1))
+        return build_optimization(self.parameters(), self.config.get("optim", {}), self.trainer.max_epochs)
 
 
 def _with_tags(config: dict[str, Any]) -> dict[str, Any]:

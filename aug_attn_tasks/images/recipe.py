@@ -106,7 +106,7 @@ class ImageClassifier(L.LightningModule):
         self.log("test/top5", self.test_top5)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return build_optimization(self.parameters(), self.config.get("optim", {}), int(self.trainer.max_epochs or 1))
+        return build_optimization(self.parameters(), self.config.get("optim", {}), self.trainer.max_epochs)
 
 
 def build_module(config: dict[str, Any]) -> ImageClassifier:

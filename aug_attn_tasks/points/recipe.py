@@ -152,7 +152,7 @@ class PointCloudModule(L.LightningModule):
             self._log_metric(metric, f"test/{metric_key(*protocol)}")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return build_optimization(self.parameters(), self.config.get("optim", {}), int(self.trainer.max_epochs or 1))
+        return build_optimization(self.parameters(), self.config.get("optim", {}), self.trainer.max_epochs)
 
 
 def _with_classes(config: dict[str, Any]) -> dict[str, Any]:
