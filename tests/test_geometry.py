@@ -122,6 +122,29 @@ def test_interpolate_reproduces_sources_and_constants():
     torch.testing.assert_close(interpolate(cloud(2, 50, seed=3), source, constant), torch.ones(2, 50, 1, dtype=torch.float64))
 
 
+def test_interpolate_weights_by_inverse_squared_distance():
+    """PointNet++'s feature propagation (p = 2): a target at distances 1, 2, 4 of three sources."""
+    source = torch.tensor([[[1.0, 0, 0], [-2.0, 0, 0], [0, 4.0, 0]]], dtype=torch.float64)
+    features = torch.eye(3, dtype=torch.float64)[None]
+    weights = torch.tensor([1.0, 1 / 4, 1 / 16], dtype=torch.float64)
+    target = torch.zeros(1, 1, 3, dtype=torch.float64)
+    torch.testing.assert_close(interpolate(target, source, features)[0, 0], weights / weights.sum())
+    linear = torch.tensor([1.0, 1 / 2, 1 / 4], dtype=torch.float64)
+    torch.testing.assert_close(interpolate(target, source, features, power=1)[0, 0], linear / linear.sum())
+
+
+def test_normal_signs_of_a_ragged_batch_match_each_cloud_alone():
+    """Padding sits at the origin: it must not widen an uncentred cloud's sign tolerance."""
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(60, 2, generator=generator, dtype=torch.float64) * 2 - 1
+    flat = torch.cat([xy, 1e-7 * torch.randn(60, 1, generator=generator, dtype=torch.float64)], 1)
+    flat = flat + torch.tensor([100.0, 0, 0], dtype=torch.float64)  # a near-flat patch far from the origin
+    other = torch.randn(80, 3, generator=generator, dtype=torch.float64)
+    batch = torch.cat([torch.zeros(60, dtype=torch.long), torch.ones(80, dtype=torch.long)])
+    (dense,), mask = to_dense(batch, torch.cat([flat, other]))
+    torch.testing.assert_close(estimate_normals(dense, mask=mask)[0, :60], estimate_normals(flat[None])[0])
+
+
 def sphere(points=400, seed=0, dtype=torch.float64):
     return safe_normalize(cloud(1, points, dtype, seed))
 

@@ -433,6 +433,54 @@ def test_point_folder_split_and_formats(tmp_path: Path) -> None:
     assert presplit.class_names == ["rings"] and len(presplit) == 1
 
 
+def test_cache_follows_the_class_list_not_only_the_files(tmp_path: Path, caplog) -> None:
+    """Class lists come from folders and list files: a change relabels shapes even when no data file
+    changed, so the cache must be rebuilt rather than hand back the old labels."""
+    root, cache = tmp_path / "mine", tmp_path / "cache"
+    for c, name in enumerate(["chair", "table"]):
+        for i in range(2):
+            write_txt(root / name / f"s{i}.txt", sphere_table(80, 10 * c + i, columns=6))
+    first = ds.PointFolder(root, "all", num_points=32, cache_dir=cache)
+    assert [first.class_names[int(s["label"])] for s in first] == ["chair", "chair", "table", "table"]
+    (root / "bed").mkdir()  # a new class with its files: labels of chair and table move up
+    write_txt(root / "bed" / "b.txt", sphere_table(80, 7, columns=6))
+    (root / ".ipynb_checkpoints").mkdir()  # hidden: never a class
+    (root / "empty").mkdir()  # no point files: logged, not a class
+    with caplog.at_level(logging.INFO):
+        second = ds.PointFolder(root, "all", num_points=32, cache_dir=cache)
+    assert second.class_names == ["bed", "chair", "table"] and "stale" in caplog.text and "empty: no point files" in caplog.text
+    named = {Path(n).parent.name: second.class_names[int(label)] for n, label in zip(second.arrays["name"], second.arrays["label"])}
+    assert named == {"bed": "bed", "chair": "chair", "table": "table"}
+
+    resampled = tmp_path / "modelnet40_normal_resampled"
+    make_resampled(resampled)
+    before = ds.ModelNetResampled(resampled, "train", num_points=32, cache_dir=cache)
+    names = resampled / "modelnet40_shape_names.txt"
+    names.write_text("\n".join(reversed(names.read_text().split())) + "\n")  # reordered: new labels
+    after = ds.ModelNetResampled(resampled, "train", num_points=32, cache_dir=cache)
+    for data in (before, after):
+        assert all(data.class_names[int(label)] in name for name, label in zip(data.arrays["name"], data.arrays["label"]))
+    assert list(before.arrays["label"]) != list(after.arrays["label"])
+
+
+def test_files_without_faces_are_point_clouds_except_in_mesh_datasets(tmp_path: Path) -> None:
+    points = np.random.default_rng(0).normal(size=(50, 3))
+    write_ply(tmp_path / "cloud.ply", points, None, [], "ascii")  # element face 0
+    (tmp_path / "cloud.off").write_text("OFF\n50 0 0\n" + "\n".join(" ".join(map(str, p)) for p in points) + "\n")
+    for name in ("cloud.ply", "cloud.off"):
+        pos, normal = load_point_cloud(tmp_path / name)
+        np.testing.assert_allclose(pos, points, rtol=1e-4, atol=1e-5)
+        assert normal is None
+        with pytest.raises(ValueError, match=f"{name}: empty mesh"):
+            load_point_cloud(tmp_path / name, mesh=True)
+
+
+def test_off_faces_with_float_colours(tmp_path: Path) -> None:
+    lines = ["OFF", "4 2 0", "0 0 0", "1 0 0", "1 1 0", "0 1 0", "3 0 1 2 1.0 0.5 0.25", "3 0 2 3 0.2 0.2 0.2 1.0"]
+    (tmp_path / "coloured.off").write_text("\n".join(lines) + "\n")
+    np.testing.assert_array_equal(read_off(tmp_path / "coloured.off").faces, [[0, 1, 2], [0, 2, 3]])
+
+
 # ---------------------------------------------------------------- synthetic shapes
 
 
@@ -536,3 +584,17 @@ def test_rotation_protocol_parsing() -> None:
     assert (train.kind, train.seed, test.kind, test.seed, test.up_axis) == ("z", None, "so3", 3, "y")
     data = ds.SyntheticShapes(4, 64, seed=0, transform=test)
     assert torch.equal(data[1]["pos"], data[1]["pos"])  # a reproducible rotated test set
+
+
+@pytest.mark.parametrize("sampling", ["fps", "random", "first"])
+def test_classify_prepares_a_file_exactly_as_the_folder_dataset_does(tmp_path: Path, sampling: str) -> None:
+    from aug_attn_tasks.points.cli import prepare_cloud
+
+    for name, write in (("cube.off", lambda p: p.write_text(cube_off())), ("s.npy", lambda p: np.save(p, sphere_table(300, 4)))):
+        root = tmp_path / name.split(".")[1] / "only"
+        root.mkdir(parents=True)
+        write(root / name)
+        data = ds.PointFolder(root.parent, "all", num_points=64, sampling=sampling, seed=3)
+        pos, normal = prepare_cloud(root / name, {"num_points": 64, "sampling": sampling, "sampling_seed": 3})
+        np.testing.assert_allclose(pos.numpy(), data.arrays["pos"][0], atol=1e-6)
+        np.testing.assert_allclose(normal.numpy(), data.arrays["normal"][0], atol=1e-6)

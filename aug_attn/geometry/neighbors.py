@@ -197,12 +197,14 @@ def interpolate(
     mask: Tensor | None = None,
     eps: float = 1e-8,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    power: float = 2.0,
 ) -> Tensor:
     """Inverse-distance-weighted kNN interpolation of features (PointNet++ feature propagation).
 
-    ``x_i = sum_j w_ij x_j / sum_j w_ij`` over the ``k`` nearest sources, ``w_ij = 1 / max(d_ij, eps)``
-    (PointNet++ writes ``1 / (d_ij + eps)``; the same weights after normalization unless ``d_ij`` is
-    near ``eps``, and the ONNX exporter of torch 2.14 deletes an added ``1e-8`` as if it were zero).
+    ``x_i = sum_j w_ij x_j / sum_j w_ij`` over the ``k`` nearest sources, ``w_ij = 1 / max(d_ij^p, eps)``
+    with ``p = power`` (2, PointNet++'s default; its code weights by ``1 / (d^2 + eps)``, the same after
+    normalization unless ``d^2`` is near ``eps``; a clamp rather than an added ``eps`` because torch
+    2.14's ONNX exporter deletes an added ``1e-8`` as if it were zero).
 
     Args:
         pos: ``(B, N, 3)`` target points.
@@ -214,6 +216,6 @@ def interpolate(
         ``(B, N, C)``.
     """
     idx, dist = knn(pos, source_pos, k, mask, chunk_size)  # (B, N, k)
-    weight = 1.0 / dist.clamp_min(eps)
+    weight = 1.0 / (dist if power == 1 else dist.pow(power)).clamp_min(eps)
     weight = weight / weight.sum(-1, keepdim=True)
     return (gather(source_x, idx) * weight.unsqueeze(-1).to(source_x.dtype)).sum(2)  # (B, N, C)

@@ -51,7 +51,10 @@ def estimate_normals(
         _, vectors = torch.linalg.eigh(spread.transpose(-1, -2) @ spread)  # eigenvalues ascending
     normal = vectors[..., 0]  # (B, N, 3)
     outward = pos - masked_centroid(pos, mask).unsqueeze(1)  # (B, N, 3)
-    radius = outward.norm(dim=-1).amax(1, keepdim=True)  # (B, 1)
+    distance = outward.norm(dim=-1)  # (B, N)
+    if mask is not None:  # padding (at the origin) must not widen a cloud's tolerance
+        distance = distance.masked_fill(~mask, 0.0)
+    radius = distance.amax(1, keepdim=True)  # (B, 1)
     tol = torch.finfo(pos.dtype).eps ** 0.5 * radius
     score = (normal * outward).sum(-1)  # (B, N)
     local_score = (normal * (pos - local_centroid)).sum(-1)

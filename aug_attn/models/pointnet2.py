@@ -10,8 +10,10 @@ plus the neighbour's features) before a max over the group:
     f'_p = \\max_{j \\in \\mathcal{N}(p)} \\mathrm{MLP}([x_j - p,\\; f_j])
 
 A last level pools the whole cloud; an MLP head gives the logits. Offsets and normals are raw
-coordinates, so the network is translation invariant but **not** rotation invariant: trained on
-upright shapes it fails on arbitrarily rotated ones (z/SO3), which is what it is here to show.
+coordinates, so the network is **not** rotation invariant: trained on upright shapes it fails on
+arbitrarily rotated ones (z/SO3), which is what it is here to show. Nor is it exactly translation
+invariant: as in the paper's code, the global level (and the segmenter's input skip features) see
+absolute coordinates; the datasets centre every shape.
 
 Paper defaults (the constructor defaults): ModelNet40 SSG with normals, centres 512 / 128, radius
 0.2 / 0.4 with 32 / 64 neighbours, MLPs (64, 64, 128) / (128, 128, 256), global (256, 512, 1024),

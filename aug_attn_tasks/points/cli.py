@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,31 +19,25 @@ __all__ = ["add_commands", "classify_file", "prepare_cloud"]
 logger = logging.getLogger(__name__)
 
 
-def prepare_cloud(path: str | Path, num_points: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Read a file as the datasets prepare shapes: meshes sampled by area (10x ``num_points`` or
-    10,000 points), ``num_points`` kept by farthest point sampling (fewer points: some repeated,
-    seeded), centred and scaled into the unit sphere.
+def prepare_cloud(path: str | Path, data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Read a file as the datasets of the ``data`` config section prepare their shapes: meshes sampled
+    by area with ``mesh_points`` points (default ``num_points``), ``num_points`` kept by the config's
+    ``sampling`` (fps, random or first; seeded by ``sampling_seed``), fewer points repeated (logged),
+    centred and scaled into the unit sphere.
 
     Returns ``pos (num_points, 3)`` and unit ``normal (num_points, 3)`` or None, float32.
     """
-    from aug_attn.geometry import farthest_point_sample
-    from aug_attn_tasks.points.datasets import normalize_unit_sphere
+    from aug_attn_tasks.points.datasets import RawCloud, subsample_shape
     from aug_attn_tasks.points.io import load_point_cloud
 
-    pos, normal = load_point_cloud(path, mesh_points=max(10 * num_points, 10000), seed=seed)
-    if len(pos) == 0:
-        raise ValueError(f"{path}: no points")
-    if not np.isfinite(pos).all() or (normal is not None and not np.isfinite(normal).all()):
-        raise ValueError(f"{path}: NaN or inf in coordinates or normals")
-    if len(pos) >= num_points:
-        index = farthest_point_sample(torch.from_numpy(pos).float()[None], num_points)[0].numpy()
-    else:
-        rng = np.random.default_rng(seed)
-        index = np.concatenate([np.arange(len(pos)), rng.choice(len(pos), num_points - len(pos))])
-    points = torch.from_numpy(normalize_unit_sphere(pos[index], str(path))).float()
-    if normal is None:
+    num_points = int(data.get("num_points", 1024))
+    rng = np.random.default_rng([int(data.get("sampling_seed", 0)), 0])
+    pos, normal = load_point_cloud(path, int(data.get("mesh_points") or num_points), rng)
+    cloud = subsample_shape(RawCloud(pos, normal), str(path), num_points, data.get("sampling", "fps"), rng, allow_fewer=True)
+    points = torch.from_numpy(cloud.pos).float()
+    if cloud.normal is None:
         return points, None
-    return points, torch.nn.functional.normalize(torch.from_numpy(normal[index]).float(), dim=-1)
+    return points, torch.nn.functional.normalize(torch.from_numpy(cloud.normal).float(), dim=-1)
 
 
 def classify_file(path: str | Path, checkpoint: str | Path) -> list[tuple[str, float]]:
@@ -56,7 +51,7 @@ def classify_file(path: str | Path, checkpoint: str | Path) -> list[tuple[str, f
     module, config = load_checkpoint(checkpoint)
     if config.get("task") != "points" or getattr(module, "segmentation", True):
         raise ValueError(f"{checkpoint}: not a point cloud classifier checkpoint (task {config.get('task')!r})")
-    pos, normal = prepare_cloud(path, int(config["data"].get("num_points", 1024)))
+    pos, normal = prepare_cloud(path, config["data"])
     if normal is None and module.use_normals:
         logger.warning(
             "%s has no normals: they are estimated; a model trained on data with normals (data.use_normals) "

@@ -48,12 +48,14 @@ __all__ = [
     "ScanObjectNN",
     "ShapeNetPart",
     "SyntheticShapes",
+    "RawCloud",
     "normalize_unit_sphere",
+    "subsample_shape",
 ]
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the manifest holds class names and labels
 SAMPLINGS = ("fps", "random", "first")
 SCANOBJECTNN_CLASSES = (
     "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door",
@@ -99,7 +101,7 @@ def normalize_unit_sphere(pos: np.ndarray, name: str = "points") -> np.ndarray:
     return centred / scale
 
 
-def _subsample(
+def subsample_shape(
     raw: RawCloud, name: str, num_points: int, sampling: str, rng: np.random.Generator, allow_fewer: bool
 ) -> RawCloud:
     """Check a shape, pick ``num_points`` of its points, normalise it; errors name the file."""
@@ -212,6 +214,9 @@ class PointCloudDataset(Dataset):
             "version": CACHE_VERSION,
             "params": params,
             "files": [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files],
+            # Class lists come from list files and folders: a changed list relabels the cached shapes.
+            "class_names": list(self.class_names),
+            "labels": [[source.name, int(source.label)] for source in sources],
         }
         digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
         cache = self.cache_dir / f"{cache_name}_{digest}" if self.cache_dir is not None else None
@@ -226,7 +231,7 @@ class PointCloudDataset(Dataset):
         for i, source in enumerate(sources):
             rng = np.random.default_rng([self.seed, i])
             try:
-                cloud = _subsample(
+                cloud = subsample_shape(
                     source.read(rng), source.name, self.num_points, self.sampling, rng, self.allow_fewer
                 )
             except (ValueError, OSError) as err:
@@ -295,9 +300,9 @@ class PointCloudDataset(Dataset):
         os.replace(json_tmp, cache.with_suffix(".json"))
 
 
-def _file_source(path: Path, label: int, mesh_points: int) -> Source:
-    """A shape read from a point or mesh file by :func:`load_point_cloud`."""
-    return Source(str(path), label, lambda rng: RawCloud(*load_point_cloud(path, mesh_points, rng)))
+def _file_source(path: Path, label: int, mesh_points: int, mesh: bool = False) -> Source:
+    """A shape read from a point or mesh file by :func:`load_point_cloud` (``mesh``: must have faces)."""
+    return Source(str(path), label, lambda rng: RawCloud(*load_point_cloud(path, mesh_points, rng, mesh)))
 
 
 def _check_split(split: str, allowed: tuple[str, ...]) -> None:
@@ -334,7 +339,7 @@ class ModelNetMesh(PointCloudDataset):
         if not files:
             raise ValueError(f"{root}: no <class>/{split}/*.off files")
         mesh_points = mesh_points or self.num_points
-        sources = [_file_source(f, label, mesh_points) for f, label in files]
+        sources = [_file_source(f, label, mesh_points, mesh=True) for f, label in files]
         params = {"root": str(root), "mesh_points": mesh_points}
         self._materialise(sources, [f for f, _ in files], f"modelnet_mesh_{split}", params)
 
@@ -531,7 +536,8 @@ class PointFolder(PointCloudDataset):
     ``round(test_fraction * count)`` are the test split; ``split="all"`` takes everything. Tables hold
     ``x y z`` or ``x y z nx ny nz``; meshes are sampled with ``mesh_points`` (default ``num_points``).
     If some files lack normals, normals are dropped for all (logged). Files with other suffixes are
-    listed in a warning and ignored.
+    listed in a warning and ignored; hidden folders (``.name``) and folders without point files are
+    not classes (the latter logged, unless it is the cache).
     """
 
     def __init__(
@@ -552,9 +558,17 @@ class PointFolder(PointCloudDataset):
         presplit = (root / "train").is_dir() and (root / "test").is_dir()
         splits = ["train", "test"] if split == "all" else [split]
         class_roots = [root / s for s in ("train", "test")] if presplit else [root]
-        self.class_names = sorted({d.name for r in class_roots for d in r.iterdir() if d.is_dir()})
+        folders = sorted({d.name for r in class_roots for d in r.iterdir() if d.is_dir() and not d.name.startswith(".")})
+        has_points = {
+            name: any(f.suffix.lower() in POINT_SUFFIXES for r in class_roots if (r / name).is_dir() for f in (r / name).iterdir())
+            for name in folders
+        }
+        for name in folders:
+            if not has_points[name] and (self.cache_dir is None or (root / name).resolve() != self.cache_dir.resolve()):
+                logger.warning("%s: no point files (%s), not a class", root / name, ", ".join(POINT_SUFFIXES))
+        self.class_names = [name for name in folders if has_points[name]]
         if not self.class_names:
-            raise ValueError(f"{root}: no class folders")
+            raise ValueError(f"{root}: no class folders with point files")
         files: list[tuple[Path, int]] = []
         ignored: list[Path] = []
         for label, class_name in enumerate(self.class_names):

@@ -59,6 +59,12 @@ def _check_faces(path: Path, faces: np.ndarray, num_vertices: int) -> None:
         raise ValueError(f"{path}: face vertex index out of range [0, {num_vertices})")
 
 
+def _off_face(line: str) -> np.ndarray:
+    """``n i_1 .. i_n [colour ...]`` -> ``[n, i_1, .., i_n]`` (colours, int or float, are dropped)."""
+    tokens = line.split()
+    return np.array(tokens[: 1 + int(tokens[0])], dtype=np.int64)
+
+
 def read_off(path: str | Path) -> Geometry:
     """Read an OFF mesh; returns vertices ``(V, 3)`` float64 and fan-triangulated faces ``(F, 3)``.
 
@@ -91,13 +97,13 @@ def read_off(path: str | Path) -> Geometry:
         )
     try:
         vertices = np.array([line.split()[:3] for line in body[:num_vertices]], dtype=np.float64)
-        polygons = [np.array(line.split(), dtype=np.int64) for line in body[num_vertices : num_vertices + num_faces]]
+        polygons = [_off_face(line) for line in body[num_vertices : num_vertices + num_faces]]
     except ValueError as err:
         raise ValueError(f"{path}: malformed OFF data ({err})") from err
     vertices = vertices.reshape(num_vertices, 3) if num_vertices else np.zeros((0, 3))
     if any(poly[0] < 3 or len(poly) < 1 + poly[0] for poly in polygons):
         raise ValueError(f"{path}: OFF face with fewer than 3 vertices or fewer indices than declared")
-    faces = triangulate_fans([poly[1 : 1 + poly[0]] for poly in polygons])  # drops trailing colours
+    faces = triangulate_fans([poly[1 : 1 + poly[0]] for poly in polygons])
     _check_faces(path, faces, num_vertices)
     return Geometry(vertices, None, faces)
 
@@ -290,12 +296,14 @@ def sample_surface(
 
 
 def load_point_cloud(
-    path: str | Path, mesh_points: int = 10000, seed: int | np.random.Generator = 0
+    path: str | Path, mesh_points: int = 10000, seed: int | np.random.Generator = 0, mesh: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Points and normals from a ``.txt``, ``.npy``, ``.ply`` or ``.off`` file.
 
     Tables (txt/npy) hold 3 columns ``x y z`` or 6 columns ``x y z nx ny nz``. Meshes (off, and ply
-    with faces) are sampled area-weighted with ``mesh_points`` points and face normals.
+    with faces) are sampled area-weighted with ``mesh_points`` points and face normals; an off or ply
+    file without faces (``element face 0``, ``OFF`` with 0 faces) is a point cloud, unless ``mesh``
+    (a mesh dataset such as ModelNet's OFF files), where it is an empty mesh: an error.
     Returns ``pos (N, 3)`` and ``normal (N, 3)`` or None, float64.
     """
     path = Path(path)
@@ -307,7 +315,9 @@ def load_point_cloud(
         return table[:, :3], (table[:, 3:] if table.shape[1] == 6 else None)
     if suffix in (".ply", ".off"):
         geometry = read_off(path) if suffix == ".off" else read_ply(path)
-        if geometry.faces is None:
+        if geometry.faces is None or len(geometry.faces) == 0:
+            if mesh:
+                raise ValueError(f"{path}: empty mesh (no faces)")
             return geometry.pos, geometry.normal
         return sample_surface(geometry.pos, geometry.faces, mesh_points, seed, name=str(path))
     raise ValueError(f"{path}: unsupported point file type {suffix!r} (expected one of {POINT_SUFFIXES})")

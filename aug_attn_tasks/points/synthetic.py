@@ -2,7 +2,8 @@
 
 Each generator ``f(rng, n) -> (pos (n, 3), normal (n, 3))`` draws one shape of its class with random
 sizes and aspect ratios, canonical and upright (axis of symmetry along z), and ``n`` points on its
-surface with unit normals (outward for closed solids, +z side for open surfaces). Sampling is
+surface with unit normals (outward for closed solids; for open surfaces the +z side, except the
+bowl, whose normals point out of its convex side, -z). Sampling is
 uniform by area (rejection sampling where the parametrisation is not), except the helix tube,
 whose density varies by the tube-to-helix radius ratio (at most about 25%).
 """
