@@ -3,8 +3,8 @@
 A recipe module provides ``build_module(config) -> LightningModule`` (which must call
 ``save_hyperparameters({"config": config})`` so checkpoints are self-describing),
 ``build_data(config) -> LightningDataModule`` and ``report(metrics, config, run_dir)``
-(print and write the task's final metrics), and optionally ``INFERENCE_COMMAND``, a
-command template with ``{checkpoint}`` printed after training.
+(print and write the task's final metrics), and optionally ``inference_command(config)``, a
+command template with ``{checkpoint}`` printed after training (None: nothing to print).
 """
 
 from __future__ import annotations

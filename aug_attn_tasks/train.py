@@ -124,7 +124,7 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
         recipe.report(metrics, config, run_dir)
         chosen = f"best by {checkpoints[0].monitor}" if validate else "last epoch, no validation set"
         print(f"tested checkpoint ({chosen}): {best}")
-        command = getattr(recipe, "INFERENCE_COMMAND", None)
+        command = recipe.inference_command(config) if hasattr(recipe, "inference_command") else None
         if command:
             print("use it: " + command.format(checkpoint=best))
     return metrics

@@ -5,7 +5,7 @@ not dominated by thread contention) and reports its peak memory as the growth of
 peak RSS over the state just before the measured work:
 
 * ``classifier``: forward + backward of :class:`~aug_attn.models.RISurConvClassifier` on clouds
-  of 1024 points with normals, batch 16 and 32, in the paper's configuration (9.96M parameters;
+  of 1024 points with normals, batch 16 and 32, in the paper's configuration (9.95M parameters;
   one step, it is slow on CPU) and a reduced-width one (two steps after a warm-up). ``geometry``
   is the parameter-free stage (FPS, kNN, cyclic order, surface features of all stages, inside
   that step), timed separately; ``learned`` is the rest.

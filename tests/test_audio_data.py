@@ -117,6 +117,10 @@ def test_mtat_won_split_files(mtat):
     assert catalog.tags == ["tag007", "tag003", "tag011", "tag020", "tag050"] and catalog.multi_label
     assert catalog.keys["valid"] == paths[20:25]
     np.testing.assert_array_equal(catalog.targets["test"], labels[25:32][:, [7, 3, 11, 20, 50]])
+    relative = build_catalog({"layout": "mtat", "root": str(root), "split_dir": "{root}/split"})  # the shipped configs' default
+    assert relative.keys == catalog.keys
+    with pytest.raises(FileNotFoundError, match="split-files.*--data.split_dir null"):
+        build_catalog({"layout": "mtat", "root": str(root), "split_dir": "{root}/split-files"})
 
 
 def test_mtat_folder_split_and_top_tags(mtat):

@@ -263,7 +263,8 @@ def test_segmenter_training_and_evaluation(name: str, tmp_path: Path, monkeypatc
     for protocol in ("z/z", "z/SO3"):
         values = report["protocols"][protocol]
         assert 0 <= values["instance_miou"] <= 1 and 0 <= values["class_miou"] <= 1
-    assert "z/SO3: instance mIoU" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "z/SO3: instance mIoU" in printed and "use it:" not in printed  # `classify` is for classifiers
 
 
 def test_pointnet2_segmenter_ragged_matches_dense_and_is_not_rotation_invariant() -> None:
@@ -310,7 +311,7 @@ def test_classify_cli(tmp_path: Path, capsys) -> None:
     assert main(["train", "risurconv_synthetic", "--trainer.enable_progress_bar=false", *overrides]) == 0
     checkpoint = next(tmp_path.rglob("best.ckpt"))
     printed = capsys.readouterr().out
-    assert "z/z: OA" in printed and "z/SO3: OA" in printed
+    assert "z/z: OA" in printed and "z/SO3: OA" in printed and f"use it: aug-attn classify POINT_CLOUD_FILE --checkpoint {checkpoint}" in printed
     metrics = json.loads(next(tmp_path.rglob("test_metrics.json")).read_text())
     assert {"test/z_z/oa", "test/z_z/macc", "test/z_SO3/oa", "test/z_SO3/macc"} <= set(metrics)
 

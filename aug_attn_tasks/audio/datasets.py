@@ -8,7 +8,8 @@ section without decoding audio. File-based layouts are decoded once into a cache
 Layouts (``data.layout``):
 
 - ``mtat``: ``<root>/annotations_final.csv`` (tab-separated: ``clip_id``, 188 tag columns,
-  ``mp3_path``) and clips under ``<root>/<0-f>/``. With ``data.split_dir`` holding Won et al.'s
+  ``mp3_path``) and clips under ``<root>/<0-f>/``. With ``data.split_dir`` (``{root}`` in it stands
+  for ``data.root``, e.g. ``"{root}/split"``) holding Won et al.'s
   ``tags.npy``, ``binary.npy``, ``train.npy``, ``valid.npy``, ``test.npy`` (lines ``"ix\\t<folder>/<file>.mp3"``,
   ix = CSV row) those define tags and splits; otherwise the ``top_k`` (50) most frequent tags over
   the whole CSV, folders 0-b train, c valid, d-f test, and, as Won et al.'s split script does,
@@ -99,7 +100,11 @@ def _mtat_catalog(cfg: dict[str, Any]) -> Catalog:
     root = Path(cfg["root"])
     tags188, paths, labels = _read_mtat_csv(root / MTAT_CSV)
     if cfg.get("split_dir"):
-        split_dir = Path(cfg["split_dir"])
+        split_dir = Path(str(cfg["split_dir"]).replace("{root}", str(root)))
+        if not split_dir.is_dir():
+            raise FileNotFoundError(
+                f"split folder not found: {split_dir} (data.split_dir; --data.split_dir null uses the folder split)"
+            )
         tags = [str(t) for t in _load_split_array(split_dir / "tags.npy")]
         binary = _load_split_array(split_dir / "binary.npy").astype(np.float32)
         if binary.shape != (len(paths), len(tags)):

@@ -29,10 +29,13 @@ from aug_attn_tasks.optim import build_optimization
 
 __all__ = ["MODELS", "TaggingModule", "build_model", "build_module", "build_data", "report", "PER_TAG_FILE"]
 
-INFERENCE_COMMAND = "aug-attn tag AUDIO_FILE --checkpoint {checkpoint}"
-
 MODELS: dict[str, type[nn.Module]] = {"muslcat": MuSLCAT, "muslcan": MuSLCAN, "samplecnn": SampleCNN}
 PER_TAG_FILE = "per_tag_metrics.tsv"
+
+
+def inference_command(config: dict[str, Any]) -> str:
+    """The ``aug-attn tag`` command printed after training (``{checkpoint}``: the tested checkpoint)."""
+    return "aug-attn tag AUDIO_FILE --checkpoint {checkpoint}"
 
 
 def build_model(model_cfg: dict[str, Any], num_tags: int) -> nn.Module:

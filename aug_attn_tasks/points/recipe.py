@@ -30,9 +30,7 @@ from aug_attn_tasks.points.data import PointDataModule, evaluation_protocols, lo
 from aug_attn_tasks.points.datasets import SHAPENET_PARTS
 from aug_attn_tasks.points.metrics import ClassAccuracy, PartIoU
 
-__all__ = ["MODELS", "PointCloudModule", "build_model", "build_module", "build_data", "report", "metric_key"]
-
-INFERENCE_COMMAND = "aug-attn classify POINT_CLOUD_FILE --checkpoint {checkpoint}"
+__all__ = ["MODELS", "SEGMENTERS", "PointCloudModule", "build_model", "build_module", "build_data", "report", "metric_key"]
 
 MODELS: dict[str, type[nn.Module]] = {"risurconv": RISurConvClassifier, "pointnet2": PointNet2Classifier}
 SEGMENTERS: dict[str, type[nn.Module]] = {"risurconv": RISurConvSegmenter, "pointnet2": PointNet2Segmenter}
@@ -41,6 +39,11 @@ NUM_PARTS = sum(len(parts) for parts in SHAPENET_PARTS.values())
 
 def is_segmentation(config: dict[str, Any]) -> bool:
     return config.get("data", {}).get("dataset") == "shapenet_part"
+
+
+def inference_command(config: dict[str, Any]) -> str | None:
+    """The ``aug-attn classify`` command printed after training a classifier (segmenters: none)."""
+    return None if is_segmentation(config) else "aug-attn classify POINT_CLOUD_FILE --checkpoint {checkpoint}"
 
 
 def metric_key(train: str, test: str) -> str:
