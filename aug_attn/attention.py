@@ -44,9 +44,12 @@ def split_heads(x: Tensor, num_heads: int) -> Tensor:
 def merge_heads(x: Tensor) -> Tensor:
     """``(B, h, N, d)`` -> ``(B, N, h*d)``."""
     batch, heads, tokens, dim = x.shape
-    # An explicit copy (what reshape does whenever SDPA's output is head-major): reshape would be
-    # traced as a view of SDPA's output layout, which the ONNX exporter's decomposed SDPA lacks.
-    return x.transpose(1, 2).clone(memory_format=torch.contiguous_format).view(batch, tokens, heads * dim)
+    x = x.transpose(1, 2)  # (B, N, h, d)
+    if torch.compiler.is_exporting():
+        # An explicit copy: reshape would be traced as a view of SDPA's output layout, which the
+        # ONNX exporter's decomposed SDPA does not have.
+        x = x.clone(memory_format=torch.contiguous_format)
+    return x.reshape(batch, tokens, heads * dim)
 
 
 def _block_attention(
