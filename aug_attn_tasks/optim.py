@@ -54,6 +54,8 @@ def build_optimization(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]
         milestones = cfg.get("milestones")
         if not isinstance(milestones, list) or not milestones or sorted(milestones) != milestones:
             raise ValueError(f"optim.milestones={milestones!r}: schedule multistep needs an increasing list of epochs")
+        if int(milestones[0]) <= warmup:
+            raise ValueError(f"optim.milestones={milestones!r} must come after the warm-up (optim.warmup_epochs={warmup})")
         # Milestones are epochs of the whole run; the scheduler counts from the end of the warm-up.
         main = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(m) - warmup for m in milestones], float(cfg.get("gamma", 0.2)))
     else:

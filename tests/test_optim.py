@@ -51,6 +51,7 @@ def test_multistep_milestones_count_whole_run_epochs():
         ({"schedule": "cosine", "warmup_epochs": 2, "warmup_start_factor": 0.0}, "warmup_start_factor"),
         ({"schedule": "multistep"}, "milestones"),
         ({"schedule": "multistep", "milestones": [5, 3]}, "milestones"),
+        ({"schedule": "multistep", "milestones": [2, 6], "warmup_epochs": 2}, "after the warm-up"),
         ({"schedule": "linear"}, "optim.schedule='linear'"),
     ],
 )
