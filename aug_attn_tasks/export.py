@@ -57,21 +57,36 @@ def _check(program_outputs: Tensor, expected: Tensor, what: str) -> float:
     return error
 
 
+class _WithoutNone(torch.nn.Module):
+    """``module`` called with ``None`` at the positions where ``given`` is False: its ``forward``
+    takes the other inputs only, e.g. ``(pos, category)`` of a segmenter run without normals."""
+
+    def __init__(self, module: torch.nn.Module, given: list[bool]) -> None:
+        super().__init__()
+        self.module, self.given = module, given
+
+    def forward(self, *tensors: Tensor) -> Tensor:
+        remaining = iter(tensors)
+        return self.module(*(next(remaining) if present else None for present in self.given))
+
+
 def export_module(module: torch.nn.Module, inputs: tuple[Tensor | None, ...], out: str | Path, fmt: str = "pt2") -> float:
     """Export ``module`` (in eval mode) traced on ``inputs`` to ``out`` and return the largest absolute
     difference between the exported program's outputs and the module's on ``inputs``.
 
     The batch dimension is exported as dynamic (``Dim.AUTO``: torch keeps the range the model allows,
     e.g. up to the batch where the attention starts chunking its queries). ``None`` inputs are left out
-    of the program (a model run without normals).
+    of the program, which takes the others in their order (a model run without normals:
+    ``(pos,)``, or ``(pos, category)`` for a segmenter).
     """
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r}: expected one of {', '.join(FORMATS)}")
     module = module.eval()
     tensors = tuple(x for x in inputs if x is not None)
-    if len(tensors) != len(inputs) and inputs[-1] is not None:
-        raise ValueError("export: only trailing inputs may be None")
-    dynamic = tuple({0: torch.export.Dim.AUTO} for _ in tensors)
+    dynamic: Any = tuple({0: torch.export.Dim.AUTO} for _ in tensors)
+    if len(tensors) != len(inputs):  # the program takes the given inputs only, in their order
+        module = _WithoutNone(module, [x is not None for x in inputs]).eval()
+        dynamic = {"tensors": dynamic}  # the wrapper's *tensors
     with torch.no_grad():
         expected = module(*tensors)
         program = torch.export.export(module, tensors, dynamic_shapes=dynamic)

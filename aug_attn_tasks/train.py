@@ -87,7 +87,9 @@ def _checkpoints(config: dict[str, Any], resume: str | None, validate: bool = Tr
     cfg = config.get("checkpoint", {})
     # No version counter: each file is overwritten in place, never doubled as last-v1.ckpt.
     options = {"dirpath": str(Path(resume).resolve().parent) if resume else None, "enable_version_counter": False}
-    callbacks = [ModelCheckpoint(filename="last", **options)]
+    # Without validation, Lightning saves epoch-end checkpoints only if told to (it waits for a
+    # validation run that never comes when check_val_every_n_epoch > 1).
+    callbacks = [ModelCheckpoint(filename="last", save_on_train_epoch_end=None if validate else True, **options)]
     if validate:
         callbacks.insert(0, ModelCheckpoint(filename="best", monitor=cfg.get("monitor", "val/loss"), mode=cfg.get("mode", "min"), **options))
     if cfg.get("every_n_train_steps"):
@@ -113,9 +115,15 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     checkpoints = _checkpoints(config, resume, validate)
     trainer = _trainer(config, [*checkpoints, RandomState(), *(callbacks or [])], _loggers(config), validate)
     trainer.fit(module, datamodule=data, ckpt_path=resume)
-    # The best by validation, or the epoch-end last.ckpt when nothing was validated.
+    # The best by validation, or the epoch-end last.ckpt when nothing was validated; failing both
+    # (a run resumed after its final step saves nothing new), the newest checkpoint any callback knows.
     last = checkpoints[1 if validate else 0]
     best = (checkpoints[0].best_model_path if validate else "") or last.best_model_path
+    best = best or next((c.best_model_path for c in reversed(checkpoints) if c.best_model_path), "")
+    if not best and resume:
+        best = str(Path(resume).resolve())
+    if not best:
+        raise RuntimeError("training wrote no checkpoint to test (no training epoch finished?)")
     metrics = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
     metrics = {key: float(value) for key, value in metrics.items()}
     run_dir = Path(trainer.log_dir or ".")  # rank 0's, sent to every process

@@ -191,6 +191,15 @@ def test_cache_follows_its_sources_and_rewrites_the_manifest_only_on_change(tmp_
     arrays, _ = prepare_cache(root, ["a.wav", "b.wav"], cache, RATE, progress=False)
     assert decoded == ["a.wav"] and np.allclose(np.load(arrays["a.wav"]), -0.25, atol=1e-3)
 
+    manifest = json.loads((cache / MANIFEST).read_text())  # a cache from before source stamps
+    for entry in manifest["entries"].values():
+        del entry["source"]
+    (cache / MANIFEST).write_text(json.dumps(manifest))
+    decoded.clear()
+    prepare_cache(root, ["a.wav", "b.wav"], cache, RATE, progress=False)
+    assert decoded == [] and all("source" in e for e in json.loads((cache / MANIFEST).read_text())["entries"].values())
+    assert oct((cache / MANIFEST).stat().st_mode & 0o777) == oct((cache / "a.wav.npy").stat().st_mode & 0o777)
+
     (root / "b.wav").unlink()  # a source deleted after caching: its array stays usable
     decoded.clear()
     arrays, _ = prepare_cache(root, ["a.wav", "b.wav"], cache, RATE, progress=False)

@@ -132,3 +132,19 @@ def test_export_command_on_a_trained_checkpoint(tmp_path: Path, capsys) -> None:
     pos, normal = torch.randn(4, points, 3), torch.nn.functional.normalize(torch.randn(4, points, 3), dim=-1)
     with torch.no_grad():
         torch.testing.assert_close(torch.export.load(out).module()(pos, normal), module(pos, normal), rtol=1e-5, atol=1e-5)
+
+
+def test_export_leaves_out_a_missing_input_in_the_middle(tmp_path: Path) -> None:
+    """A segmenter run without normals: the program takes (pos, category)."""
+    from test_points_train import TINY_POINTNET2_SEGMENTER
+
+    from aug_attn.models import PointNet2Segmenter
+
+    kwargs = {k: v for k, v in TINY_POINTNET2_SEGMENTER.items() if k != "name"}
+    model = _CategoryLast(PointNet2Segmenter(50, num_categories=4, use_normals=False, **kwargs)).eval()
+    pos, category = torch.randn(2, 64, 3), torch.tensor([0, 3])
+    assert export_module(model, (pos, None, category), tmp_path / "segmenter.pt2") < 1e-5
+    program = torch.export.load(tmp_path / "segmenter.pt2").module()
+    pos, category = torch.randn(3, 64, 3), torch.tensor([1, 2, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(program(pos, category), model(pos, None, category), rtol=1e-5, atol=1e-5)

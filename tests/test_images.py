@@ -360,6 +360,8 @@ def test_recipe_trains_and_tests_on_a_cifar_archive(tmp_path, capsys, val_size):
         "trainer.enable_model_summary": "false",
         "output.dir": str(tmp_path / "runs"),
     }
+    if not val_size:  # without validation, epoch-end checkpoints must not wait for a validation run
+        overrides["trainer.check_val_every_n_epoch"] = 2
     config = load_config("aa_wrn28_10_cifar100", [f"--{k}={v}" for k, v in overrides.items()])
     config["trainer"]["accelerator"] = "cpu"
     metrics = fit(config)

@@ -10,7 +10,8 @@ Layout: ``<cache_dir>/<relative path>.npy`` per file plus ``manifest.json``::
 An entry is used while its source file keeps the size and modification time it had when decoded
 (or no longer exists) and its array keeps its size (``verify=True``: its sha256 too); otherwise the
 file is decoded again.
-A skipped file is retried once its size or modification time changes (or in strict mode).
+A skipped file is retried once its size or modification time changes (or in strict mode). Entries
+of caches written before sources were stamped are adopted with the current stamp.
 Arrays are written to a temporary name and renamed, and the manifest is saved (atomically, under a
 name of its own per process) every ``save_every`` decoded files and at the end when anything changed,
 so an interrupted run resumes where it stopped and processes sharing a cache (DDP) do not collide.
@@ -22,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +57,9 @@ def load_manifest(cache_dir: str | Path) -> dict[str, Any]:
 
 
 def _save_manifest(cache_dir: Path, manifest: dict[str, Any]) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=cache_dir, prefix=MANIFEST + ".", suffix=".tmp", delete=False) as handle:
-        handle.write(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(handle.name, cache_dir / MANIFEST)
+    tmp = cache_dir / f"{MANIFEST}.{os.getpid()}.tmp"  # one per process: DDP ranks share the cache
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(tmp, cache_dir / MANIFEST)
 
 
 def _source_stamp(path: Path) -> dict[str, int] | None:
@@ -116,11 +116,13 @@ def prepare_cache(
     manifest = load_manifest(cache_dir)
     if manifest["sample_rate"] not in (None, sample_rate):
         raise ValueError(f"{cache_dir}: cache holds audio at {manifest['sample_rate']} Hz, {sample_rate} Hz requested")
-    manifest["sample_rate"] = sample_rate
     changed = manifest["sample_rate"] != sample_rate
     manifest["sample_rate"] = sample_rate
     entries, skipped = manifest["entries"], manifest["skipped"]
     sources = {k: _source_stamp(root / k) for k in keys}
+    for key in keys:  # entries of caches written before sources were stamped: adopt, not re-decode
+        if key in entries and "source" not in entries[key]:
+            entries[key]["source"], changed = sources[key], True
     todo = [k for k in keys if not (k in entries and _is_valid(cache_dir, entries[k], sources[k], verify))]
     if skip_errors:  # files given up on stay skipped until they change
         todo = [k for k in todo if not (isinstance(skipped.get(k), dict) and skipped[k].get("source") == sources[k])]

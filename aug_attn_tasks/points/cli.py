@@ -22,8 +22,9 @@ logger = logging.getLogger(__name__)
 def prepare_cloud(path: str | Path, data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Read a file as the datasets of the ``data`` config section prepare their shapes: meshes sampled
     by area with ``mesh_points`` points (default ``num_points``), ``num_points`` kept by the config's
-    ``sampling`` (fps, random or first; seeded by ``sampling_seed``), fewer points repeated (logged),
-    centred and scaled into the unit sphere.
+    ``sampling`` (fps or random, seeded by ``sampling_seed``; ``first``, which relies on files stored
+    in random order as the benchmark's are, becomes random: a user's file may be ordered), fewer points
+    repeated (logged), centred and scaled into the unit sphere.
 
     Returns ``pos (num_points, 3)`` and unit ``normal (num_points, 3)`` or None, float32.
     """
@@ -33,7 +34,8 @@ def prepare_cloud(path: str | Path, data: dict[str, Any]) -> tuple[torch.Tensor,
     num_points = int(data.get("num_points", 1024))
     rng = np.random.default_rng([int(data.get("sampling_seed", 0)), 0])
     pos, normal = load_point_cloud(path, int(data.get("mesh_points") or num_points), rng)
-    cloud = subsample_shape(RawCloud(pos, normal), str(path), num_points, data.get("sampling", "fps"), rng, allow_fewer=True)
+    sampling = {"first": "random"}.get(data.get("sampling", "fps"), data.get("sampling", "fps"))
+    cloud = subsample_shape(RawCloud(pos, normal), str(path), num_points, sampling, rng, allow_fewer=True)
     points = torch.from_numpy(cloud.pos).float()
     if cloud.normal is None:
         return points, None
