@@ -76,8 +76,8 @@ class RandomState(Callback):
 
 def _checkpoints(config: dict[str, Any], resume: str | None, validate: bool = True) -> list[ModelCheckpoint]:
     """``best.ckpt`` (by ``checkpoint.monitor``; only when ``validate``) and ``last.ckpt``, rewritten
-    after every epoch and, with ``checkpoint.every_n_train_steps``, also every that many steps; the
-    first callback returned is the one whose checkpoint gets tested. (Lightning 2.6's ``save_last``
+    after every epoch and, with ``checkpoint.every_n_train_steps``, also every that many steps, in
+    order of preference for the checkpoint that gets tested. (Lightning 2.6's ``save_last``
     only writes ``last.ckpt`` when the best improves, so ``last.ckpt`` has callbacks of its own.)
 
     A new run lets Lightning put them in rank 0's ``<log dir>/checkpoints`` (and tell the other
@@ -115,11 +115,9 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     checkpoints = _checkpoints(config, resume, validate)
     trainer = _trainer(config, [*checkpoints, RandomState(), *(callbacks or [])], _loggers(config), validate)
     trainer.fit(module, datamodule=data, ckpt_path=resume)
-    # The best by validation, or the epoch-end last.ckpt when nothing was validated; failing both
-    # (a run resumed after its final step saves nothing new), the newest checkpoint any callback knows.
-    last = checkpoints[1 if validate else 0]
-    best = (checkpoints[0].best_model_path if validate else "") or last.best_model_path
-    best = best or next((c.best_model_path for c in reversed(checkpoints) if c.best_model_path), "")
+    # The callbacks come in order of preference: the best by validation (when there is validation),
+    # the epoch-end last.ckpt, the step-wise one (a run resumed after its final step saves nothing new).
+    best = next((c.best_model_path for c in checkpoints if c.best_model_path), "")
     if not best and resume:
         best = str(Path(resume).resolve())
     if not best:

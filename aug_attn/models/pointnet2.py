@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from aug_attn.geometry import ball_query, farthest_point_sample, gather, interpolate, knn, to_dense
 from aug_attn.geometry.neighbors import DEFAULT_CHUNK_SIZE
 from aug_attn.layers.surface import SharedMLP
-from aug_attn.models.risurconv import category_features, check_categories
+from aug_attn.models.risurconv import category_features
 
 __all__ = ["PointNet2Classifier", "PointNet2Segmenter", "SetAbstraction"]
 
@@ -261,9 +261,8 @@ class PointNet2Segmenter(nn.Module):
         x: Tensor | None = None,
         category: Tensor | None = None,
     ) -> Tensor:
-        check_categories(category, self.num_categories, None)
         pos, features, mask = _dense_inputs(self, pos, normal, batch, x)  # (B, N, 3), (B, N, C) or None, (B, N) or None
-        onehot = category_features(check_categories(category, self.num_categories, pos), self.num_categories, pos)
+        onehot = category_features(category, self.num_categories, pos)
         inputs = [t for t in (onehot, pos, features) if t is not None]  # (B, N, num_categories + 3 + C)
         skips, positions = [torch.cat(inputs, dim=-1)], [pos]  # finest first
         level_mask = mask

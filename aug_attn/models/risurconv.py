@@ -76,21 +76,16 @@ class SurfaceTransformerBlock(nn.Module):
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
-def check_categories(category: Tensor | None, num_categories: int, pos: Tensor | None) -> Tensor | None:
-    """Check a segmenter's ``category (B,)`` labels against its ``num_categories`` (0: none expected)
-    and, when ``pos (B, N, 3)`` is given, its batch; returns ``category``."""
+def category_features(category: Tensor | None, num_categories: int, pos: Tensor) -> Tensor | None:
+    """A segmenter's ``category (B,)`` labels, checked against its ``num_categories`` (0: none
+    expected) and the batch of ``pos (B, N, 3)``, as one-hot features repeated at every point:
+    ``(B, N, num_categories)`` in ``pos``'s dtype (None without categories)."""
     if (category is None) != (num_categories == 0):
         raise ValueError(f"category labels are {'required' if num_categories else 'not expected'}")
-    if category is not None and pos is not None and category.shape != pos.shape[:1]:
-        raise ValueError(f"category must be (B,) = ({pos.shape[0]},) labels, got {tuple(category.shape)}")
-    return category
-
-
-def category_features(category: Tensor | None, num_categories: int, pos: Tensor) -> Tensor | None:
-    """One-hot ``category (B,)`` repeated at every point of ``pos (B, N, 3)``: ``(B, N, num_categories)``
-    in ``pos``'s dtype (None without categories)."""
     if category is None:
         return None
+    if category.shape != pos.shape[:1]:
+        raise ValueError(f"category must be (B,) = ({pos.shape[0]},) labels, got {tuple(category.shape)}")
     onehot = F.one_hot(category, num_categories).to(pos.dtype)  # (B, num_categories)
     return onehot.unsqueeze(1).expand(-1, pos.shape[1], -1)
 
@@ -268,7 +263,7 @@ class RISurConvSegmenter(nn.Module):
         )
 
     def _input_features(self, x: Tensor | None, category: Tensor | None, pos: Tensor) -> Tensor | None:
-        onehot = category_features(check_categories(category, self.num_categories, pos), self.num_categories, pos)
+        onehot = category_features(category, self.num_categories, pos)
         if onehot is None or x is None:
             return x if onehot is None else onehot
         return torch.cat([x, onehot], dim=-1)

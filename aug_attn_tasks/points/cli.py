@@ -34,7 +34,8 @@ def prepare_cloud(path: str | Path, data: dict[str, Any]) -> tuple[torch.Tensor,
     num_points = int(data.get("num_points", 1024))
     rng = np.random.default_rng([int(data.get("sampling_seed", 0)), 0])
     pos, normal = load_point_cloud(path, int(data.get("mesh_points") or num_points), rng)
-    sampling = {"first": "random"}.get(data.get("sampling", "fps"), data.get("sampling", "fps"))
+    sampling = data.get("sampling", "fps")
+    sampling = "random" if sampling == "first" else sampling
     cloud = subsample_shape(RawCloud(pos, normal), str(path), num_points, sampling, rng, allow_fewer=True)
     points = torch.from_numpy(cloud.pos).float()
     if cloud.normal is None:
