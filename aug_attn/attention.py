@@ -21,18 +21,28 @@ the block size, not ``N^2``.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from aug_attn.banded import banded_block_attention, banded_is_faster, banded_supported
 from aug_attn.positional.base import RelativePositionEncoder
 
-__all__ = ["RelativeMultiheadAttention", "relative_attention", "split_heads", "merge_heads"]
+__all__ = [
+    "RelativeMultiheadAttention",
+    "relative_attention",
+    "fused_attention",
+    "factorized_is_faster",
+    "split_heads",
+    "merge_heads",
+]
 
 DEFAULT_MAX_LOGITS_ELEMENTS = 1 << 24  # 64 MiB of float32 logits per query block
+FACTORIZED_MAX_DEPTH = 160  # see factorized_is_faster
 
 
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
@@ -56,7 +66,7 @@ def _block_attention(
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    encoder: RelativePositionEncoder | None,
+    encoder: RelativePositionEncoder,
     pos: Any,
     start: int,
     end: int,
@@ -64,24 +74,54 @@ def _block_attention(
     dropout_p: float,
 ) -> Tensor:
     """Attention of the query block ``q (B, h, c, d)`` over all keys; returns ``(B, h, c, d_v)``."""
-    bias = encoder(q, pos, start, end) if encoder is not None else None  # (B, h, c, N)
-    if bias is not None and tuple(bias.shape[-2:]) != (end - start, k.shape[2]):
+    bias = encoder(q, pos, start, end)  # (B, h, c, N)
+    if tuple(bias.shape[-2:]) != (end - start, k.shape[2]):
         # e.g. a position description (pos) of another number of tokens: broadcasting would hide it
         raise ValueError(
             f"{type(encoder).__name__} gave logits {tuple(bias.shape)} for pos={pos!r}; expected "
             f"(..., {end - start}, {k.shape[2]}) for {end - start} queries over {k.shape[2]} keys"
         )
+    bias = bias.to(q.dtype)
     if key_padding_mask is not None:
-        masked = key_padding_mask[:, None, None, :]  # (B, 1, 1, N)
-        bias = (
-            torch.zeros(masked.shape, dtype=q.dtype, device=q.device).masked_fill(masked, float("-inf"))
-            if bias is None
-            else bias.masked_fill(masked, float("-inf"))
-        )
-    elif bias is not None:
-        bias = bias.to(q.dtype)
+        bias = bias.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))  # (B, h, c, N)
     # q is pre-scaled so that the relative logits share the 1/sqrt(d) factor (the paper's convention).
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=1.0)
+
+
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
+    """SDPA of pre-scaled queries (scale 1) in a form its fused kernels take.
+
+    The flash kernels (CPU and CUDA) need equal query/key and value depths; otherwise SDPA falls
+    back to its math backend, which materializes the logits (at WRN-28-10's ``d_k = 20, d_v = 2``
+    per head that is 7x slower on CPU). So the shallower side is zero-padded: zero value columns
+    give zero output columns, which are cut off; zero query/key columns add nothing to the logits.
+
+    Args:
+        q, k: ``(B, h, N, d_k)``; v: ``(B, h, N, d_v)``.
+        attn_mask: bool, True where a key may be attended, broadcastable to ``(B, h, N, N)``.
+
+    Returns:
+        ``(B, h, N, d_v)``.
+    """
+    depth, value_depth = q.shape[-1], v.shape[-1]
+    if value_depth < depth:
+        v = F.pad(v, (0, depth - value_depth))
+    elif depth < value_depth:
+        q, k = F.pad(q, (0, value_depth - depth)), F.pad(k, (0, value_depth - depth))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=1.0)
+    return out[..., :value_depth] if value_depth < depth else out
+
+
+def factorized_is_faster(tokens: int, head_dim: int, value_dim: int, extra: int) -> bool:
+    """The cost rule between the factorized (fused) and the blocked (materialized logits) path.
+
+    The fused kernel's work per query-key pair grows with its depth ``max(d_k + a, d_v)``; the
+    blocked path's with a constant number of passes over each materialized logit (relative logits,
+    mask, softmax, and their recomputation in backward) plus ``d_k + d_v``. Measured on CPU
+    (``scripts/bench_attention.py``; ``N`` = 256 to 4,096, ``d_k`` = 8 to 20, ``a = H + W`` = 32 to
+    128) the fused path wins while ``max(d_k + a, d_v) <= FACTORIZED_MAX_DEPTH``.
+    """
+    return max(head_dim + extra, value_dim) <= FACTORIZED_MAX_DEPTH
 
 
 def relative_attention(
@@ -93,8 +133,14 @@ def relative_attention(
     key_padding_mask: Tensor | None = None,
     dropout_p: float = 0.0,
     max_logits_elements: int = DEFAULT_MAX_LOGITS_ELEMENTS,
+    factorize: bool | None = None,
 ) -> Tensor:
-    """Scaled dot-product attention with relative logits, chunked over queries.
+    """Scaled dot-product attention with relative logits.
+
+    Three exact paths, chosen per call: without an encoder, fused SDPA; with an encoder that has a
+    factorized form (:meth:`RelativePositionEncoder.factorized`) and where
+    :func:`factorized_is_faster`, fused SDPA on augmented queries and keys (no logits tensor);
+    otherwise blocks of queries with materialized logits, recomputed in backward.
 
     Args:
         q: ``(B, h, N, d_k)`` queries, **not** yet scaled.
@@ -105,6 +151,7 @@ def relative_attention(
         key_padding_mask: ``(B, N)`` bool, True where the key is padding and must get no weight.
         dropout_p: dropout on the attention weights.
         max_logits_elements: query blocks are sized so ``B * h * c * N`` stays below this.
+        factorize: force (True) or forbid (False) the factorized path; None: the cost rule.
 
     Returns:
         ``(B, h, N, d_v)``.
@@ -127,26 +174,58 @@ def relative_attention(
         # q's dtype. Without them, the fused SDPA kernels below already accumulate in float32.
         with torch.autocast(q.device.type, enabled=False):
             out = relative_attention(
-                q.float(), k.float(), v.float(), encoder, pos, key_padding_mask, dropout_p, max_logits_elements
+                q.float(), k.float(), v.float(), encoder, pos, key_padding_mask, dropout_p, max_logits_elements, factorize
             )
         return out.to(q.dtype)
     q = q * head_dim**-0.5
-    if not materialized:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=1.0)
+    allowed = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # (B, 1, 1, N)
+    if encoder is None:
+        return fused_attention(q, k, v, allowed, dropout_p)
+    extra = encoder.factorized_dim(pos)
+    if factorize is None:
+        factorize = extra is not None and factorized_is_faster(tokens, head_dim, v.shape[-1], extra)
+    if factorize:
+        if extra is None:
+            raise ValueError(f"{type(encoder).__name__} has no factorized form for pos={pos!r}")
+        q_aug, k_aug = encoder.factorized(q, pos)  # (B, h, N, a), (N, a)
+        if k_aug.shape[0] != tokens:
+            raise ValueError(
+                f"{type(encoder).__name__} gave key factors for {k_aug.shape[0]} tokens for pos={pos!r}; expected {tokens}"
+            )
+        k_aug = k_aug.to(k.dtype).expand(batch, heads, tokens, extra)  # (B, h, N, a)
+        # q_aug is built from the scaled q, so q_aug . k_aug is the relative term of the paper's scaling.
+        return fused_attention(torch.cat([q, q_aug], dim=-1), torch.cat([k, k_aug], dim=-1), v, allowed, dropout_p)
 
-    block = encoder.block_size(pos) if encoder is not None else 1
+    band = encoder.band(pos)
+    if band is not None and banded_is_faster(tokens, band) and banded_supported(q, dropout_p, key_padding_mask is not None):
+        # Logits only inside the band around each query block; the keys beyond it run fused.
+        per_query = max(1, max_logits_elements // max(1, batch * heads))  # window logits: c * (c + 2D) per (b, h)
+        rows = max(1, (math.isqrt(band * band + per_query) - band))  # largest c with c * (c + 2D) <= per_query
+        return _over_query_blocks(lambda qb, s, e: banded_block_attention(qb, k, v, encoder, pos, s, e, band), q, k, v, rows)
+    block = encoder.block_size(pos)
     rows = max(block, (max_logits_elements // max(1, batch * heads * tokens)) // block * block)
+    return _over_query_blocks(
+        lambda qb, s, e: _block_attention(qb, k, v, encoder, pos, s, e, key_padding_mask, dropout_p), q, k, v, rows
+    )
+
+
+def _over_query_blocks(block_fn: Callable[[Tensor, int, int], Tensor], q: Tensor, k: Tensor, v: Tensor, rows: int) -> Tensor:
+    """``block_fn(q[:, :, s:e], s, e)`` over blocks of ``rows`` queries, concatenated: ``(B, h, N, d_v)``.
+
+    With more than one block and gradients needed, each block is recomputed in the backward pass
+    (activation checkpointing), so only one block's logits are alive at a time.
+    """
+    tokens = q.shape[2]
     if rows >= tokens:
-        return _block_attention(q, k, v, encoder, pos, 0, tokens, key_padding_mask, dropout_p)
+        return block_fn(q, 0, tokens)
     recompute = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     outputs = []
     for start in range(0, tokens, rows):
         end = min(tokens, start + rows)
-        args = (q[:, :, start:end], k, v, encoder, pos, start, end, key_padding_mask, dropout_p)
         if recompute:
-            outputs.append(checkpoint(_block_attention, *args, use_reentrant=False))
+            outputs.append(checkpoint(block_fn, q[:, :, start:end], start, end, use_reentrant=False))
         else:
-            outputs.append(_block_attention(*args))
+            outputs.append(block_fn(q[:, :, start:end], start, end))
     return torch.cat(outputs, dim=2)
 
 

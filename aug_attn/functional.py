@@ -23,6 +23,8 @@ __all__ = [
     "skewed_logits",
     "relative_logits_2d",
     "relative_logits_2d_rows",
+    "relative_logits_2d_factors",
+    "grid_one_hot",
 ]
 
 
@@ -69,18 +71,25 @@ def rel_to_abs(x: Tensor) -> Tensor:
 
 
 def relative_offsets(
-    query_start: int, query_end: int, num_keys: int, max_distance: int | None, device: torch.device | None = None
+    query_start: int,
+    query_end: int,
+    num_keys: int,
+    max_distance: int | None,
+    device: torch.device | None = None,
+    key_start: int = 0,
 ) -> Tensor:
-    """Table rows for the offsets seen by queries ``[query_start, query_end)`` over ``num_keys`` keys.
+    """Table rows for the offsets seen by queries ``[query_start, query_end)`` over keys ``[key_start, num_keys)``.
 
-    The offsets ``j - i`` run from ``-(query_end - 1)`` to ``num_keys - 1 - query_start``; each is
-    clipped to ``[-max_distance, max_distance]`` and shifted to a row index of a table with
-    ``2 * max_distance + 1`` rows (``max_distance=None``: no clipping, table of ``2 * num_keys - 1``).
+    The offsets ``j - i`` run from ``key_start - (query_end - 1)`` to ``num_keys - 1 - query_start``;
+    each is clipped to ``[-max_distance, max_distance]`` and shifted to a row index of a table with
+    ``2 * max_distance + 1`` rows (``max_distance=None``: no clipping, table of ``2 * num_keys - 1``
+    for keys from 0). Keys may lie outside the sequence (a window around a block of queries): only
+    their offsets matter.
 
     Returns:
-        ``(num_keys + c - 1,)`` long tensor, ordered by increasing offset (``c = query_end - query_start``).
+        ``(num_keys - key_start + c - 1,)`` long tensor, ordered by increasing offset (``c = query_end - query_start``).
     """
-    offsets = torch.arange(-(query_end - 1), num_keys - query_start, device=device)
+    offsets = torch.arange(key_start - (query_end - 1), num_keys - query_start, device=device)
     if max_distance is None:
         return offsets + (num_keys - 1)
     return offsets.clamp(-max_distance, max_distance) + max_distance
@@ -155,7 +164,7 @@ def relative_logits_2d(q: Tensor, rel_h: Tensor, rel_w: Tensor, height: int, wid
     return relative_logits_2d_rows(q, rel_h, rel_w, height, width, 0, None)
 
 
-def relative_logits_2d_rows(
+def relative_logits_2d_factors(
     q: Tensor,
     rel_h: Tensor,
     rel_w: Tensor,
@@ -163,8 +172,12 @@ def relative_logits_2d_rows(
     width: int,
     row_start: int,
     max_distance: int | None,
-) -> Tensor:
-    """2D relative logits for the queries of image rows ``[row_start, row_start + c_y)``.
+) -> tuple[Tensor, Tensor]:
+    """The two factors of the 2D relative logits of the queries of image rows ``[row_start, row_start + c_y)``.
+
+    Bello's logits only depend on the key's row through the height term and on its column through
+    the width term: ``logits[i, j] = qh[i, y_j] + qw[i, x_j]`` with
+    ``qh[i, y] = q_i . rel_h[clip(y - y_i)]`` and ``qw[i, x] = q_i . rel_w[clip(x - x_i)]``.
 
     Args:
         q: ``(B, h, c_y*W, d)`` queries of those rows, row-major.
@@ -172,7 +185,7 @@ def relative_logits_2d_rows(
             ``max_distance`` is None); offsets beyond ``max_distance`` are clipped.
 
     Returns:
-        ``(B, h, c_y*W, H*W)``.
+        ``qh (B, h, c_y*W, H)`` and ``qw (B, h, c_y*W, W)``.
     """
     batch, heads, tokens, dim = q.shape
     if tokens % width:
@@ -186,5 +199,37 @@ def relative_logits_2d_rows(
     table_h = relative_table(rel_h, relative_offsets(row_start, row_start + rows, height, max_distance, q.device))
     logits_h = skewed_logits(q.transpose(2, 3), table_h, height)  # (B, h, W_i, cy, H_j)
     logits_h = logits_h.transpose(2, 3)  # (B, h, cy, W_i, H_j)
-    logits = logits_h.unsqueeze(-1) + logits_w.unsqueeze(-2)  # (B, h, cy, W_i, H_j, W_j)
-    return logits.reshape(batch, heads, rows * width, height * width)
+    return logits_h.reshape(batch, heads, tokens, height), logits_w.reshape(batch, heads, tokens, width)
+
+
+def grid_one_hot(height: int, width: int, dtype: torch.dtype | None = None, device: torch.device | None = None) -> Tensor:
+    """Row and column indicators of the ``H*W`` pixels of a grid, the keys' half of the factorized 2D logits.
+
+    ``[qh_i, qw_i] . grid_one_hot[j] = qh[i, y_j] + qw[i, x_j]`` (see :func:`relative_logits_2d_factors`).
+
+    Returns:
+        ``(H*W, H + W)``, row-major pixels: ones at column ``y_j`` and at column ``H + x_j``.
+    """
+    rows = torch.eye(height, dtype=dtype, device=device).repeat_interleave(width, dim=0)  # (H*W, H)
+    cols = torch.eye(width, dtype=dtype, device=device).repeat(height, 1)  # (H*W, W)
+    return torch.cat([rows, cols], dim=1)
+
+
+def relative_logits_2d_rows(
+    q: Tensor,
+    rel_h: Tensor,
+    rel_w: Tensor,
+    height: int,
+    width: int,
+    row_start: int,
+    max_distance: int | None,
+) -> Tensor:
+    """2D relative logits for the queries of image rows ``[row_start, row_start + c_y)``, the
+    broadcast sum of the factors of :func:`relative_logits_2d_factors` (same arguments).
+
+    Returns:
+        ``(B, h, c_y*W, H*W)``.
+    """
+    logits_h, logits_w = relative_logits_2d_factors(q, rel_h, rel_w, height, width, row_start, max_distance)
+    logits = logits_h.unsqueeze(-1) + logits_w.unsqueeze(-2)  # (B, h, c_y*W, H_j, W_j)
+    return logits.flatten(-2)

@@ -12,7 +12,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from aug_attn.functional import relative_logits_2d_rows, relative_offsets, relative_table, skewed_logits
+from aug_attn.functional import (
+    grid_one_hot,
+    relative_logits_2d_factors,
+    relative_logits_2d_rows,
+    relative_offsets,
+    relative_table,
+    skewed_logits,
+)
 from aug_attn.positional.base import RelativePositionEncoder
 
 __all__ = ["RelativePositionEncoder1d", "RelativePositionEncoder2d"]
@@ -53,8 +60,14 @@ class RelativePositionEncoder1d(RelativePositionEncoder):
         nn.init.normal_(self.rel, std=self.head_dim**-0.5)
 
     def forward(self, q: Tensor, pos: int, start: int, end: int) -> Tensor:
-        table = relative_table(self.rel, relative_offsets(start, end, pos, self.max_distance, q.device))
-        return skewed_logits(q, table, pos)  # (B, h, c, L)
+        return self.band_logits(q, pos, start, end, 0, pos)  # (B, h, c, L)
+
+    def band(self, pos: int) -> int:
+        return self.max_distance
+
+    def band_logits(self, q: Tensor, pos: int, start: int, end: int, key_start: int, key_end: int) -> Tensor:
+        rows = relative_offsets(start, end, key_end, self.max_distance, q.device, key_start)
+        return skewed_logits(q, relative_table(self.rel, rows), key_end - key_start)  # (B, h, c, key_end - key_start)
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, num_heads={self.num_heads}, max_distance={self.max_distance}, shared_heads={self.rel.dim() == 2}"
@@ -98,6 +111,14 @@ class RelativePositionEncoder2d(RelativePositionEncoder):
     def forward(self, q: Tensor, pos: tuple[int, int], start: int, end: int) -> Tensor:
         height, width = pos
         return relative_logits_2d_rows(q, self.rel_h, self.rel_w, height, width, start // width, self.max_distance)
+
+    def factorized_dim(self, pos: tuple[int, int]) -> int:
+        return pos[0] + pos[1]
+
+    def factorized(self, q: Tensor, pos: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        height, width = pos
+        logits_h, logits_w = relative_logits_2d_factors(q, self.rel_h, self.rel_w, height, width, 0, self.max_distance)
+        return torch.cat([logits_h, logits_w], dim=-1), grid_one_hot(height, width, q.dtype, q.device)  # (B, h, N, H+W), (N, H+W)
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, num_heads={self.num_heads}, max_distance={self.max_distance}, shared_heads={self.rel_h.dim() == 2}"

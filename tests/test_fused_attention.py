@@ -1,0 +1,154 @@
+"""The fused paths of the attention core (factorized 2D logits, padded depths) against the reference
+functional API and the blocked path: values and gradients in float64."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aug_attn import attention
+from aug_attn.attention import fused_attention, relative_attention
+from aug_attn.functional import grid_one_hot, relative_logits_2d_factors, relative_logits_2d_rows
+from aug_attn.layers import AAConv1d, AAConv2d
+from aug_attn.positional import RelativePositionEncoder1d, RelativePositionEncoder2d
+
+D = torch.float64
+
+
+def reference_attention(q, k, v, logits, mask=None):
+    """softmax(q.k / sqrt(d) + logits) v with everything materialized; ``logits`` from the scaled q."""
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5 + logits
+    if mask is not None:
+        scores = scores.masked_fill(mask[:, None, None, :], float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+@pytest.mark.parametrize("size,clip", [((5, 7), None), ((4, 6), 2), ((1, 3), 1), ((3, 1), 8)])
+@pytest.mark.parametrize("per_head", [False, True])
+def test_factors_and_one_hot_rebuild_the_logits(size, clip, per_head):
+    height, width = size
+    heads = (2,) if per_head else ()
+    q = torch.randn(2, 2, height * width, 3, dtype=D)
+    rows_h, rows_w = (2 * height - 1, 2 * width - 1) if clip is None else (2 * clip + 1,) * 2
+    rel_h, rel_w = torch.randn(*heads, rows_h, 3, dtype=D), torch.randn(*heads, rows_w, 3, dtype=D)
+    logits_h, logits_w = relative_logits_2d_factors(q, rel_h, rel_w, height, width, 0, clip)
+    rebuilt = torch.cat([logits_h, logits_w], -1) @ grid_one_hot(height, width, D).T
+    torch.testing.assert_close(rebuilt, relative_logits_2d_rows(q, rel_h, rel_w, height, width, 0, clip), rtol=0, atol=1e-12)
+
+
+def _qkv(batch, heads, tokens, dk, dv, grad=True):
+    return [torch.randn(batch, heads, tokens, d, dtype=D, requires_grad=grad) for d in (dk, dk, dv)]
+
+
+@pytest.mark.parametrize("size,max_distance", [((5, 7), 64), ((4, 6), 2), ((1, 3), 8), ((6, 1), 1)])
+@pytest.mark.parametrize("shared_heads", [True, False])
+@pytest.mark.parametrize("dk,dv", [(4, 2), (3, 5)])
+def test_factorized_path_equals_blocked_and_reference(size, max_distance, shared_heads, dk, dv):
+    height, width = size
+    encoder = RelativePositionEncoder2d(dk, 2, max_distance, shared_heads).to(D)
+    q, k, v = _qkv(2, 2, height * width, dk, dv)
+    mask = torch.zeros(2, height * width, dtype=torch.bool)
+    mask[1, -2:] = height * width > 2
+    params = [q, k, v, encoder.rel_h, encoder.rel_w]
+    results = []
+    for factorize in (True, False, "reference"):
+        if factorize == "reference":
+            logits = encoder(q * dk**-0.5, (height, width), 0, height * width)
+            out = reference_attention(q, k, v, logits, mask)
+        else:
+            # a small block budget: the blocked path runs in several recomputed row blocks
+            out = relative_attention(q, k, v, encoder, size, mask, max_logits_elements=8 * width, factorize=factorize)
+        grads = torch.autograd.grad(out.square().sum(), params)
+        results.append((out, grads))
+    for out, grads in results[:2]:
+        torch.testing.assert_close(out, results[2][0])
+        for grad, expected in zip(grads, results[2][1]):
+            torch.testing.assert_close(grad, expected)
+
+
+@pytest.mark.parametrize("dk,dv", [(6, 2), (2, 6), (4, 4)])
+def test_fused_attention_pads_depths_exactly(dk, dv):
+    q, k, v = _qkv(2, 3, 9, dk, dv)
+    allowed = torch.rand(2, 1, 1, 9) > 0.3
+    allowed[..., 0] = True
+    out = fused_attention(q, k, v, allowed)
+    expected = (q @ k.transpose(-1, -2)).masked_fill(~allowed, float("-inf")).softmax(-1) @ v
+    torch.testing.assert_close(out, expected)
+    for grad, ref in zip(torch.autograd.grad(out.sum(), (q, k, v)), torch.autograd.grad(expected.sum(), (q, k, v))):
+        torch.testing.assert_close(grad, ref)
+
+
+def test_factorized_errors_name_the_positions():
+    encoder = RelativePositionEncoder2d(4, 2, 8).to(D)
+    q, k, v = _qkv(1, 2, 12, 4, 4, grad=False)
+    with pytest.raises(ValueError, match=r"key factors for 16 tokens for pos=\(4, 4\); expected 12"):
+        relative_attention(q, k, v, encoder, (4, 4), factorize=True)
+    with pytest.raises(ValueError, match="RelativePositionEncoder1d has no factorized form for pos=12"):
+        relative_attention(q, k, v, RelativePositionEncoder1d(4, 2, 8).to(D), 12, factorize=True)
+
+
+def test_factorized_under_bf16_autocast_is_float32_inside():
+    torch.manual_seed(0)
+    encoder = RelativePositionEncoder2d(8, 2, 8)
+    with torch.no_grad():
+        encoder.rel_h.mul_(10)
+    q, k, v = (torch.randn(2, 2, 64, 8).mul(2).bfloat16() for _ in range(3))
+    with torch.no_grad():
+        exact = relative_attention(q.float(), k.float(), v.float(), encoder, (8, 8), factorize=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = relative_attention(q, k, v, encoder, (8, 8), factorize=True)
+    assert mixed.dtype == torch.bfloat16
+    assert (mixed.float() - exact).abs().max() <= 0.005 * exact.abs().max()
+
+
+def test_layer_compiles_in_one_graph_on_the_factorized_path():
+    torch.manual_seed(0)
+    layer = AAConv2d(3, 16, 3, dk=8, dv=8, num_heads=2, max_distance=2)
+    x = torch.randn(2, 3, 5, 6, requires_grad=True)
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    torch.testing.assert_close(out, layer(x))
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    torch.testing.assert_close(grad, torch.autograd.grad(layer(x).square().sum(), x)[0])
+
+
+@pytest.mark.parametrize("length,max_distance,budget", [(23, 3, 2 * 2 * 5 * 11), (40, 2, 2 * 2 * 3 * 7), (17, 4, 10**6), (9, 2, 10**6)])
+@pytest.mark.parametrize("shared_heads", [True, False])
+def test_banded_path_equals_blocked_and_reference(monkeypatch, length, max_distance, budget, shared_heads):
+    """Exact band + fused far keys (several recomputed query blocks where the budget is small)."""
+    encoder = RelativePositionEncoder1d(4, 2, max_distance, shared_heads).to(D)
+    q, k, v = _qkv(2, 2, length, 4, 4)
+    params = [q, k, v, encoder.rel]
+    reference = reference_attention(q, k, v, encoder(q * 4**-0.5, length, 0, length))
+    expected = torch.autograd.grad(reference.square().sum(), params)
+    for banded in (True, False):
+        monkeypatch.setattr(attention, "banded_is_faster", lambda tokens, band: banded)
+        out = relative_attention(q, k, v, encoder, length, max_logits_elements=budget)
+        torch.testing.assert_close(out, reference)
+        for grad, ref in zip(torch.autograd.grad(out.square().sum(), params), expected):
+            torch.testing.assert_close(grad, ref)
+
+
+def test_band_rule_and_fallbacks(monkeypatch):
+    """The band path runs where most keys lie beyond the band, in float32/64 on CPU without mask or dropout."""
+    calls = []
+    monkeypatch.setattr(attention, "banded_block_attention", lambda *args: calls.append(args) or args[0])
+    encoder = RelativePositionEncoder1d(4, 2, 4)
+    q = k = v = torch.randn(1, 2, 16, 4)
+    relative_attention(q, k, v, encoder, 16)
+    assert len(calls) == 1
+    relative_attention(q[:, :, :15], k[:, :, :15], v[:, :, :15], encoder, 15)  # 4 * 4 > 15
+    relative_attention(q, k, v, encoder, 16, key_padding_mask=torch.zeros(1, 16, dtype=torch.bool))
+    relative_attention(q, k, v, encoder, 16, dropout_p=0.1)
+    relative_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), encoder.bfloat16(), 16)
+    assert len(calls) == 1
+
+
+def test_banded_layer_compiles_in_one_graph_and_matches_eager():
+    torch.manual_seed(0)
+    layer = AAConv1d(3, 8, 3, dk=4, dv=4, num_heads=2, max_distance=3)
+    x = torch.randn(2, 3, 20, requires_grad=True)
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    torch.testing.assert_close(out, layer(x))
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    torch.testing.assert_close(grad, torch.autograd.grad(layer(x).square().sum(), x)[0])
