@@ -29,7 +29,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from aug_attn.banded import banded_block_attention, banded_is_faster, banded_supported
+from aug_attn.banded import (
+    band_table,
+    banded_block_attention,
+    banded_is_faster,
+    banded_supported,
+    flex_band_attention,
+    flex_supported,
+)
 from aug_attn.positional.base import RelativePositionEncoder
 
 __all__ = [
@@ -197,11 +204,20 @@ def relative_attention(
         return fused_attention(torch.cat([q, q_aug], dim=-1), torch.cat([k, k_aug], dim=-1), v, allowed, dropout_p)
 
     band = encoder.band(pos)
-    if band is not None and banded_is_faster(tokens, band) and banded_supported(q, dropout_p, key_padding_mask is not None):
-        # Logits only inside the band around each query block; the keys beyond it run fused.
+    if band is not None and banded_is_faster(tokens, band):
         per_query = max(1, max_logits_elements // max(1, batch * heads))  # window logits: c * (c + 2D) per (b, h)
         rows = max(1, (math.isqrt(band * band + per_query) - band))  # largest c with c * (c + 2D) <= per_query
-        return _over_query_blocks(lambda qb, s, e: banded_block_attention(qb, k, v, encoder, pos, s, e, band), q, k, v, rows)
+        masked = key_padding_mask is not None
+        if flex_supported(q, dropout_p, masked) and q.shape[-1] == v.shape[-1]:
+            # CUDA: the band's logits gathered per query inside FlexAttention's fused kernel.
+            return flex_band_attention(q, k, v, band_table(encoder, q, pos, band, rows), band)
+        if banded_supported(q, dropout_p, masked):
+            # CPU: logits only inside the band around each query block; the keys beyond it run fused.
+            rows = min(rows, max(32, band // 4))  # a window of about 2D keys, not 2D + c
+            return torch.cat(
+                [banded_block_attention(q[:, :, s : s + rows], k, v, encoder, pos, s, min(tokens, s + rows), band) for s in range(0, tokens, rows)],
+                dim=2,
+            )
     block = encoder.block_size(pos)
     rows = max(block, (max_logits_elements // max(1, batch * heads * tokens)) // block * block)
     return _over_query_blocks(

@@ -30,7 +30,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["banded_block_attention", "banded_is_faster", "banded_supported", "flex_band_attention"]
+__all__ = [
+    "band_table",
+    "banded_block_attention",
+    "banded_is_faster",
+    "banded_supported",
+    "flex_band_attention",
+    "flex_supported",
+]
 
 
 def banded_is_faster(tokens: int, band: int) -> bool:
@@ -46,7 +53,7 @@ def banded_supported(q: Tensor, dropout_p: float, masked: bool) -> bool:
         and q.dtype in (torch.float32, torch.float64)
         and dropout_p == 0.0
         and not masked
-        and not torch.compiler.is_exporting()  # exporters know no private flash op
+        and not torch.compiler.is_compiling()  # its backward differentiates the encoder: not traceable
     )
 
 
@@ -56,52 +63,20 @@ def _flash(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     return out, lse.to(q.dtype)
 
 
-class _BandedAttention(torch.autograd.Function):
-    """Softmax attention of a query block over window keys (given logits) and the far keys on each
-    side (constant logits per query), merged through the parts' log-sum-exps."""
+def _window(encoder: Any, q: Tensor, pos: Any, start: int, end: int, band: int, tokens: int):
+    """Logits of the query block ``[start, end)`` for its window of keys, and the far keys' constants.
 
-    @staticmethod
-    def forward(ctx, q, k, v, window_logits, edge_left, edge_right, key_start: int, key_end: int):
-        # q (B, h, c, d), k/v (B, h, N, d), window_logits (B, h, c, key_end - key_start), edges (B, h, c)
-        window = slice(key_start, key_end)
-        scores = q @ k[:, :, window].transpose(-1, -2) + window_logits  # (B, h, c, n_w)
-        lse_window = scores.logsumexp(-1)  # (B, h, c)
-        outs, lses = [torch.exp(scores - lse_window[..., None]) @ v[:, :, window]], [lse_window]
-        for keys, edge in _far_parts(k.shape[2], key_start, key_end, edge_left, edge_right):
-            out, lse = _flash(q, k[:, :, keys], v[:, :, keys])
-            outs.append(out)
-            lses.append(lse + edge)
-        lse = torch.logsumexp(torch.stack(lses), dim=0)  # (B, h, c)
-        out = sum(torch.exp(part_lse - lse)[..., None] * part for part, part_lse in zip(outs, lses))
-        ctx.save_for_backward(q, k, v, window_logits, edge_left, edge_right, out, lse, *outs[1:], *lses[1:])
-        ctx.key_range = (key_start, key_end)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, window_logits, edge_left, edge_right, out, lse, *far = ctx.saved_tensors
-        key_start, key_end = ctx.key_range
-        grad_out = grad_out.contiguous()
-        delta = (grad_out * out).sum(-1)  # (B, h, c): dO . o, the softmax Jacobian's row term
-        window = slice(key_start, key_end)
-        k_window, v_window = k[:, :, window], v[:, :, window]
-        probs = torch.exp(q @ k_window.transpose(-1, -2) + window_logits - lse[..., None])  # (B, h, c, n_w)
-        grad_scores = probs * (grad_out @ v_window.transpose(-1, -2) - delta[..., None])  # (B, h, c, n_w)
-        grad_q = grad_scores @ k_window
-        grad_k, grad_v = {window.start: grad_scores.transpose(-1, -2) @ q}, {window.start: probs.transpose(-1, -2) @ grad_out}
-        grad_edges = [torch.zeros_like(edge_left), torch.zeros_like(edge_right)]
-        parts = list(_far_parts(k.shape[2], key_start, key_end, edge_left, edge_right))
-        for (keys, edge), part_out, part_lse in zip(parts, far[: len(parts)], far[len(parts) :]):
-            # The merged output and log-sum-exp (less the part's constant): the part's share of the gradients.
-            dq, grad_k[keys.start], grad_v[keys.start] = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                grad_out, q, k[:, :, keys], v[:, :, keys], out, lse - edge, 0.0, False, scale=1.0
-            )
-            grad_q = grad_q + dq
-            weight = torch.exp(part_lse - lse)  # (B, h, c): the part's share of the softmax
-            grad_edges[keys.start > 0] = weight * ((grad_out * part_out).sum(-1) - delta)
-        grad_k = torch.cat([grad_k[key] for key in sorted(grad_k)], dim=2)  # key ranges in order
-        grad_v = torch.cat([grad_v[key] for key in sorted(grad_v)], dim=2)
-        return grad_q, grad_k, grad_v, grad_scores, grad_edges[0], grad_edges[1], None, None
+    Returns:
+        ``window_logits (B, h, c, n_w)`` for keys ``[key_start, key_end)`` (the window
+        ``[start - D, end + D)`` cut to the sequence), ``edge_left``, ``edge_right`` ``(B, h, c)``
+        (the logits at offsets ``-D`` and ``+D``: the diagonals at the window's two ends),
+        ``key_start``, ``key_end``.
+    """
+    logits = encoder.band_logits(q, pos, start, end, start - band, end + band).to(q.dtype)  # (B, h, c, c + 2D)
+    edge_left, edge_right = logits.diagonal(0, -2, -1), logits.diagonal(2 * band, -2, -1)  # (B, h, c)
+    key_start, key_end = max(0, start - band), min(tokens, end + band)
+    window_logits = logits[..., key_start - (start - band) : key_end - (start - band)]  # (B, h, c, n_w)
+    return window_logits, edge_left, edge_right, key_start, key_end
 
 
 def _far_parts(tokens: int, key_start: int, key_end: int, edge_left: Tensor, edge_right: Tensor):
@@ -112,22 +87,107 @@ def _far_parts(tokens: int, key_start: int, key_end: int, edge_left: Tensor, edg
         yield slice(key_end, tokens), edge_right
 
 
+class _BandedAttention(torch.autograd.Function):
+    """Softmax attention of a query block over its window of keys (encoder logits) and the far keys
+    on each side (constant logits per query), merged through the parts' log-sum-exps.
+
+    Saves no logits: the backward pass recomputes the window's (one block's worth at a time) and
+    sends their gradient through the encoder to the queries and the encoder's parameters.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, encoder, pos, start: int, end: int, band: int, *params):
+        # q (B, h, c, d), k/v (B, h, N, d)
+        tokens = k.shape[2]
+        with torch.no_grad():
+            window_logits, edge_left, edge_right, key_start, key_end = _window(encoder, q, pos, start, end, band, tokens)
+        window = slice(key_start, key_end)
+        scores = q @ k[:, :, window].transpose(-1, -2) + window_logits  # (B, h, c, n_w)
+        lse_window = scores.logsumexp(-1)  # (B, h, c)
+        outs, lses = [torch.exp(scores - lse_window[..., None]) @ v[:, :, window]], [lse_window]
+        for keys, edge in _far_parts(tokens, key_start, key_end, edge_left, edge_right):
+            out, lse = _flash(q, k[:, :, keys], v[:, :, keys])
+            outs.append(out)
+            lses.append(lse + edge)
+        lse = torch.logsumexp(torch.stack(lses), dim=0)  # (B, h, c)
+        out = sum(torch.exp(part_lse - lse)[..., None] * part for part, part_lse in zip(outs, lses))
+        ctx.save_for_backward(q, k, v, out, lse, *outs[1:], *lses[1:], *params)
+        ctx.args = (encoder, pos, start, end, band, len(params))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        encoder, pos, start, end, band, num_params = ctx.args
+        q, k, v, out, lse, *rest = ctx.saved_tensors
+        far, params = rest[: len(rest) - num_params], rest[len(rest) - num_params :]
+        with torch.enable_grad():
+            q_leaf = q.detach().requires_grad_()
+            window_logits, edge_left, edge_right, key_start, key_end = _window(encoder, q_leaf, pos, start, end, band, k.shape[2])
+        grad_out = grad_out.contiguous()
+        delta = (grad_out * out).sum(-1)  # (B, h, c): dO . o, the softmax Jacobian's row term
+        window = slice(key_start, key_end)
+        k_window, v_window = k[:, :, window], v[:, :, window]
+        probs = torch.exp(q @ k_window.transpose(-1, -2) + window_logits.detach() - lse[..., None])  # (B, h, c, n_w)
+        grad_scores = probs * (grad_out @ v_window.transpose(-1, -2) - delta[..., None])  # (B, h, c, n_w)
+        grad_q = grad_scores @ k_window
+        grad_k, grad_v = {key_start: grad_scores.transpose(-1, -2) @ q}, {key_start: probs.transpose(-1, -2) @ grad_out}
+        grad_edges = [torch.zeros_like(edge_left), torch.zeros_like(edge_right)]
+        parts = list(_far_parts(k.shape[2], key_start, key_end, edge_left.detach(), edge_right.detach()))
+        for (keys, edge), part_out, part_lse in zip(parts, far[: len(parts)], far[len(parts) :]):
+            # The merged output and log-sum-exp (less the part's constant): the part's share of the gradients.
+            dq, grad_k[keys.start], grad_v[keys.start] = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                grad_out, q, k[:, :, keys], v[:, :, keys], out, lse - edge, 0.0, False, scale=1.0
+            )
+            grad_q = grad_q + dq
+            weight = torch.exp(part_lse - lse)  # (B, h, c): the part's share of the softmax
+            grad_edges[keys.start > 0] = weight * ((grad_out * part_out).sum(-1) - delta)
+        grad_encoder = torch.autograd.grad(
+            (window_logits, edge_left, edge_right), (q_leaf, *params), (grad_scores, *grad_edges), allow_unused=True
+        )
+        grad_q = grad_q + grad_encoder[0]
+        grad_k = torch.cat([grad_k[key] for key in sorted(grad_k)], dim=2)  # key ranges in order
+        grad_v = torch.cat([grad_v[key] for key in sorted(grad_v)], dim=2)
+        return grad_q, grad_k, grad_v, None, None, None, None, None, *grad_encoder[1:]
+
+
 def banded_block_attention(q: Tensor, k: Tensor, v: Tensor, encoder: Any, pos: Any, start: int, end: int, band: int) -> Tensor:
     """Attention of the query block ``q (B, h, c, d)`` (pre-scaled) over all keys, for an encoder with a band.
-
-    The encoder gives the logits of the window ``[start - D, end + D)``; its diagonals at the
-    window's two ends are the constant logits of the far keys on each side.
 
     Returns:
         ``(B, h, c, d_v)``.
     """
-    tokens = k.shape[2]
-    logits = encoder.band_logits(q, pos, start, end, start - band, end + band)  # (B, h, c, c + 2D)
-    edge_left = logits.diagonal(0, -2, -1)  # (B, h, c): offset -D
-    edge_right = logits.diagonal(2 * band, -2, -1)  # (B, h, c): offset +D
-    key_start, key_end = max(0, start - band), min(tokens, end + band)
-    window_logits = logits[..., key_start - (start - band) : key_end - (start - band)]  # (B, h, c, n_w)
-    return _BandedAttention.apply(q, k, v, window_logits.to(q.dtype), edge_left, edge_right, key_start, key_end)
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    return _BandedAttention.apply(q, k, v, encoder, pos, start, end, band, *params)
+
+
+def flex_supported(q: Tensor, dropout_p: float, masked: bool) -> bool:
+    """Whether :func:`flex_band_attention` runs: CUDA (FlexAttention's backward, with gradients to
+    captured tensors, exists there; on CPU it is forward only), no dropout or mask, not exporting."""
+    return (
+        q.is_cuda
+        and hasattr(torch.nn.attention, "flex_attention")
+        and dropout_p == 0.0
+        and not masked
+        and not torch.compiler.is_exporting()
+    )
+
+
+def band_table(encoder: Any, q: Tensor, pos: Any, band: int, rows: int) -> Tensor:
+    """Each query's logits for the keys of its band, ``table[..., i, m]`` for key ``i + m - D``.
+
+    Computed from :meth:`band_logits` over blocks of ``rows`` queries (window ``[s - D, e + D]``)
+    and read along the diagonals, so any encoder with a band works.
+
+    Returns:
+        ``(B, h, N, 2D + 1)``.
+    """
+    tokens, parts = q.shape[2], []
+    for start in range(0, tokens, rows):
+        end = min(tokens, start + rows)
+        logits = encoder.band_logits(q[:, :, start:end], pos, start, end, start - band, end + band + 1)  # (B, h, c, c + 2D + 1)
+        index = torch.arange(end - start, device=q.device)[:, None] + torch.arange(2 * band + 1, device=q.device)  # (c, 2D + 1)
+        parts.append(logits.gather(-1, index.expand(*logits.shape[:2], *index.shape)))
+    return torch.cat(parts, dim=2)
 
 
 def flex_band_attention(q: Tensor, k: Tensor, v: Tensor, table_logits: Tensor, band: int) -> Tensor:
@@ -135,12 +195,12 @@ def flex_band_attention(q: Tensor, k: Tensor, v: Tensor, table_logits: Tensor, b
 
     Args:
         q, k, v: ``(B, h, N, d)``, q pre-scaled.
-        table_logits: ``(B, h, N, 2D + 1)``, ``q_i . r[m - D]``: the relative table seen by each query,
-            gathered inside the kernel (CUDA computes the gradient of such captured tensors).
+        table_logits: ``(B, h, N, 2D + 1)`` from :func:`band_table`, gathered inside the kernel.
 
     Returns:
         ``(B, h, N, d)``.
     """
+
     def score_mod(score, b, h, q_idx, kv_idx):
         return score + table_logits[b, h, q_idx, (kv_idx - q_idx).clamp(-band, band) + band]
 

@@ -1,13 +1,21 @@
-"""Benchmark the attention branch: chunked relative attention vs the paper's materialized logits.
+"""Benchmark the attention core: ours vs today's blocked path vs the paper's algorithm vs plain fused attention.
 
-For each size, forward+backward of multi-head relative self-attention (dk = dv = 64, 8 heads,
-64 input channels) is timed and its peak memory measured, in a fresh subprocess per run:
+Per case, forward+backward is timed and its peak memory measured in a fresh subprocess per run;
+the implementations alternate, round after round, and each reports the median of its timed steps
+over all rounds (so a busy machine slows all of them alike):
 
-* ``ours``: :class:`aug_attn.RelativeMultiheadAttention` with the 1D/2D encoder (query chunks,
-  recomputed in backward when the logits exceed the block budget);
-* ``paper``: the reference algorithm of Bello et al. (appendix A.3): full ``(B, h, N, N)`` content
-  logits plus relative logits built by ``rel_to_abs`` and tiled over the other axis, softmax, all
-  materialized. Skipped when its logits alone would exceed ``--naive-limit-gb``.
+* ``ours``: :func:`aug_attn.relative_attention` as it chooses (factorized fused SDPA in 2D, the band
+  path in 1D where the cost rules pick them, else query blocks);
+* ``blocked``: the same module forced onto the query-block path with materialized logits (the
+  algorithm before the fused paths: chunks recomputed in backward beyond the block budget);
+* ``paper``: Bello et al.'s algorithm (appendix A.3): full ``(B, h, N, N)`` content logits plus
+  relative logits by ``rel_to_abs``, softmax, all materialized; skipped when its logits alone would
+  exceed ``--naive-limit-gb``;
+* ``plain``: the same module without relative logits, through SDPA's fused kernel: the floor.
+
+Cases: the core alone (64 input channels, dk = dv = 64, 8 heads; 1D tables clipped at the layer
+default ``max_distance = 1024``, 2D at 64) and ``AAConv2d(160, 160, 3, dk=160, dv=16, num_heads=8)``,
+the WRN-28-10 stage-1 layer of the paper (``wrn``: conv branch included).
 
 Peak memory = growth of the process's peak RSS (CPU) or ``torch.cuda.max_memory_allocated``
 (CUDA) over the state before the first forward. Run: ``python scripts/bench_attention.py``.
@@ -18,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -25,7 +34,19 @@ import time
 import torch
 
 CHANNELS, DK, DV, HEADS = 64, 64, 64, 8
-CASES = [("2d", 8, 16), ("2d", 8, 32), ("2d", 8, 64), ("1d", 2, 1024), ("1d", 2, 4096), ("1d", 2, 16384)]
+# (kind, batch, size): "1d"/"2d" the core alone, "wrn" the WRN-28-10 stage-1 AAConv2d
+CASES = [
+    ("2d", 8, 16),
+    ("2d", 8, 32),
+    ("2d", 2, 64),
+    ("wrn", 8, 16),
+    ("wrn", 8, 32),
+    ("wrn", 2, 64),
+    ("1d", 2, 1024),
+    ("1d", 2, 4096),
+    ("1d", 2, 16384),
+]
+IMPLS = ("ours", "blocked", "paper", "plain")
 
 
 def paper_attention(module, tokens: torch.Tensor, kind: str, size: int) -> torch.Tensor:
@@ -47,87 +68,120 @@ def paper_attention(module, tokens: torch.Tensor, kind: str, size: int) -> torch
     return module.proj(merge_heads(logits.softmax(-1) @ v))
 
 
-def run_one(kind: str, batch: int, size: int, impl: str, device: str, repeats: int) -> dict:
-    from aug_attn import RelativeMultiheadAttention, RelativePositionEncoder1d, RelativePositionEncoder2d
+def build(kind: str, batch: int, size: int, impl: str, device: str):
+    """The step's callable for one implementation."""
+    from aug_attn import AAConv2d, RelativeMultiheadAttention, RelativePositionEncoder1d, RelativePositionEncoder2d
+    from aug_attn import attention
 
+    if impl == "blocked":  # the cost rules say no: query blocks with materialized logits
+        attention.factorized_is_faster = lambda *args: False
+        attention.banded_is_faster = lambda *args: False
     torch.manual_seed(0)
+    if kind == "wrn":
+        layer = AAConv2d(160, 160, 3, dk=160, dv=16, num_heads=8, relative=impl != "plain").to(device)
+        x = torch.randn(batch, 160, size, size, device=device, requires_grad=True)
+        if impl != "paper":
+            return lambda: layer(x)
+
+        def paper_layer():
+            tokens = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+            attn = paper_attention(layer.attn, tokens, "2d", size).transpose(1, 2).reshape(batch, 16, size, size)
+            return torch.cat([layer.conv(x), attn], dim=1)
+
+        return paper_layer
     head_dim = DK // HEADS
     if kind == "1d":
-        encoder, tokens_n, pos = RelativePositionEncoder1d(head_dim, HEADS, max_distance=size), size, size
+        encoder, tokens_n, pos = RelativePositionEncoder1d(head_dim, HEADS), size, size
     else:
-        encoder, tokens_n, pos = RelativePositionEncoder2d(head_dim, HEADS, max_distance=size), size * size, (size, size)
-    module = RelativeMultiheadAttention(CHANNELS, DK, DV, HEADS, encoder).to(device)
+        encoder, tokens_n, pos = RelativePositionEncoder2d(head_dim, HEADS), size * size, (size, size)
+    module = RelativeMultiheadAttention(CHANNELS, DK, DV, HEADS, None if impl == "plain" else encoder).to(device)
     x = torch.randn(batch, tokens_n, CHANNELS, device=device, requires_grad=True)
+    if impl == "paper":
+        return lambda: paper_attention(module, x, kind, size)
+    return lambda: module(x, None if impl == "plain" else pos)
+
+
+def run_one(kind: str, batch: int, size: int, impl: str, device: str, repeats: int) -> dict:
+    forward = build(kind, batch, size, impl, device)
 
     def step():
-        out = module(x, pos) if impl == "ours" else paper_attention(module, x, kind, size)
-        out.square().mean().backward()
+        forward().square().mean().backward()
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def peak_now() -> int:
+        return torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    start = time.perf_counter()
-    step()  # first step: the peak-memory run, and the timing when repeats == 0
-    sync()
-    first = time.perf_counter() - start
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) - base
-    if repeats == 0:
-        return {"seconds": first, "peak_bytes": peak}
-    start = time.perf_counter()
-    for _ in range(repeats):
+    base = peak_now()
+    times = []
+    for _ in range(max(1, repeats + 1)):
+        start = time.perf_counter()
         step()
-    sync()
-    return {"seconds": (time.perf_counter() - start) / repeats, "peak_bytes": peak}
+        sync()
+        times.append(time.perf_counter() - start)
+    # first step: the peak-memory run (allocator warm-up), timed only when repeats == 0
+    return {"seconds": times if repeats == 0 else times[1:], "peak_bytes": peak_now() - base}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=2, help="timed steps after the first (0: time the first step)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed steps per run after the first (0: time the first step)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating runs of every implementation")
     parser.add_argument("--naive-limit-gb", type=float, default=3.0, help="skip the paper baseline above this logits size")
-    parser.add_argument("--only", help="comma-separated case names to run, e.g. 2d16,1d1024")
+    parser.add_argument("--skip", default="", help="comma-separated implementations to leave out, e.g. blocked")
+    parser.add_argument("--only", help="comma-separated case names to run, e.g. 2d16,wrn32,1d1024")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "BATCH", "SIZE", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, batch, size, impl = args.child
         print(json.dumps(run_one(kind, int(batch), int(size), impl, args.device, args.repeats)))
         return
-    torch_threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}, device {args.device}, {torch_threads} threads; dk=dv={DK}, {HEADS} heads, fwd+bwd")
-    header = f"{'case':<18}{'tokens':>8}{'ours s':>10}{'paper s':>10}{'time x':>8}{'ours MB':>10}{'paper MB':>10}{'mem x':>8}"
+    print(
+        f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads; fwd+bwd; "
+        f"median of {args.rounds} alternating rounds x {max(1, args.repeats)} steps"
+    )
+    header = f"{'case':<16}{'tokens':>7}" + "".join(f"{name + ' s':>11}{name + ' MB':>11}" for name in IMPLS)
+    header += f"{'paper/ours t':>14}{'ours/paper m':>14}{'ours/plain t':>14}{'blocked/ours t':>16}"
     print(header)
     print("-" * len(header))
     wanted = set(args.only.split(",")) if args.only else None
+    skipped = set(filter(None, args.skip.split(",")))
     for kind, batch, size in CASES:
         name = f"{kind}{size}"
         if wanted and name not in wanted:
             continue
         tokens = size if kind == "1d" else size * size
-        results = {}
-        for impl in ("ours", "paper"):
-            logits_gb = batch * HEADS * tokens * tokens * 4 / 1e9
-            if impl == "paper" and logits_gb > args.naive_limit_gb:
-                results[impl] = None
-                continue
-            cmd = [sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats), "--child", kind, str(batch), str(size), impl]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise SystemExit(f"{name} {impl} failed:\n{proc.stderr[-2000:]}")
-            results[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
-        ours, paper = results["ours"], results["paper"]
-        label = f"{kind} {'x'.join([str(size)] * (1 if kind == '1d' else 2))} b{batch}"
-        if paper is None:
-            skipped = f"skip(>{args.naive_limit_gb:g}GB)"
-            print(f"{label:<18}{tokens:>8}{ours['seconds']:>10.3f}{skipped:>18}{ours['peak_bytes'] / 2**20:>10.0f}{'-':>10}{'-':>8}")
-        else:
-            print(
-                f"{label:<18}{tokens:>8}{ours['seconds']:>10.3f}{paper['seconds']:>10.3f}{paper['seconds'] / ours['seconds']:>8.2f}"
-                f"{ours['peak_bytes'] / 2**20:>10.0f}{paper['peak_bytes'] / 2**20:>10.0f}{paper['peak_bytes'] / max(ours['peak_bytes'], 1):>8.2f}"
-            )
-    print("time x / mem x: paper / ours (> 1 means ours is faster / smaller)")
+        heads = 8
+        impls = [impl for impl in IMPLS if impl not in skipped]
+        if batch * heads * tokens * tokens * 4 / 1e9 > args.naive_limit_gb:
+            impls = [impl for impl in impls if impl != "paper"]
+        runs: dict[str, list] = {impl: [] for impl in impls}
+        peaks: dict[str, int] = {}
+        for _ in range(args.rounds):
+            for impl in impls:
+                cmd = [sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats), "--child", kind, str(batch), str(size), impl]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{name} {impl} failed:\n{proc.stderr[-2000:]}")
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                runs[impl].extend(result["seconds"])
+                peaks[impl] = max(peaks.get(impl, 0), result["peak_bytes"])
+        seconds = {impl: statistics.median(times) for impl, times in runs.items()}
+        label = f"{kind} {size if kind == '1d' else f'{size}x{size}'} b{batch}"
+        row = f"{label:<16}{tokens:>7}"
+        for impl in IMPLS:
+            row += f"{seconds[impl]:>11.3f}{peaks[impl] / 2**20:>11.0f}" if impl in seconds else f"{'-':>11}{'-':>11}"
+
+        def ratio(a: dict, x: str, b: dict, y: str) -> str:
+            return f"{a[x] / max(b[y], 1e-9):.2f}" if x in a and y in b else "-"
+
+        row += f"{ratio(seconds, 'paper', seconds, 'ours'):>14}{ratio(peaks, 'ours', peaks, 'paper'):>14}"
+        row += f"{ratio(seconds, 'ours', seconds, 'plain'):>14}{ratio(seconds, 'blocked', seconds, 'ours'):>16}"
+        print(row, flush=True)
+    print("paper/ours t > 1: ours faster; ours/paper m < 1: ours smaller; ours/plain t: cost over the fused floor")
 
 
 if __name__ == "__main__":

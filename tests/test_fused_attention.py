@@ -144,6 +144,8 @@ def test_band_rule_and_fallbacks(monkeypatch):
 
 
 def test_banded_layer_compiles_in_one_graph_and_matches_eager():
+    """Eager runs the band path; the compiled graph the blocked one (the band path's backward
+    differentiates the encoder, which Dynamo does not trace): same values and gradients."""
     torch.manual_seed(0)
     layer = AAConv1d(3, 8, 3, dk=4, dv=4, num_heads=2, max_distance=3)
     x = torch.randn(2, 3, 20, requires_grad=True)
@@ -152,3 +154,45 @@ def test_banded_layer_compiles_in_one_graph_and_matches_eager():
     torch.testing.assert_close(out, layer(x))
     (grad,) = torch.autograd.grad(out.square().sum(), x)
     torch.testing.assert_close(grad, torch.autograd.grad(layer(x).square().sum(), x)[0])
+
+
+def test_banded_with_frozen_table_and_under_bf16_autocast():
+    torch.manual_seed(0)
+    encoder = RelativePositionEncoder1d(8, 2, 4)
+    encoder.rel.requires_grad_(False)
+    q, k, v = (torch.randn(2, 2, 32, 8, requires_grad=True) for _ in range(3))
+    out = relative_attention(q, k, v, encoder, 32)
+    reference = reference_attention(q, k, v, encoder(q * 8**-0.5, 32, 0, 32))
+    torch.testing.assert_close(out, reference)
+    for grad, ref in zip(torch.autograd.grad(out.sum(), (q, k, v)), torch.autograd.grad(reference.sum(), (q, k, v))):
+        torch.testing.assert_close(grad, ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = relative_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), encoder, 32)
+    assert mixed.dtype == torch.bfloat16
+    exact = relative_attention(*(t.bfloat16().float() for t in (q, k, v)), encoder, 32)
+    assert (mixed.float() - exact).abs().max() <= 0.005 * exact.abs().max()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention's band path and its backward run on CUDA only")
+def test_flex_band_path_on_cuda_equals_reference():
+    torch.manual_seed(0)
+    encoder = RelativePositionEncoder1d(16, 2, 8).cuda()
+    q, k, v = (torch.randn(2, 2, 64, 16, device="cuda", requires_grad=True) for _ in range(3))
+    params = [q, k, v, encoder.rel]
+    out = relative_attention(q, k, v, encoder, 64)
+    reference = reference_attention(q, k, v, encoder(q * 16**-0.5, 64, 0, 64))
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
+    for grad, ref in zip(torch.autograd.grad(out.sum(), params), torch.autograd.grad(reference.sum(), params)):
+        torch.testing.assert_close(grad, ref, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA fused kernels need a GPU")
+def test_factorized_path_on_cuda_equals_blocked():
+    torch.manual_seed(0)
+    encoder = RelativePositionEncoder2d(20, 8, 64).cuda()
+    q, k, v = (torch.randn(2, 8, 12 * 10, d, device="cuda", requires_grad=True) for d in (20, 20, 2))
+    outs = [relative_attention(q, k, v, encoder, (12, 10), factorize=f) for f in (True, False)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-4)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        mixed = relative_attention(q, k, v, encoder, (12, 10), factorize=True)
+    assert mixed.dtype == torch.bfloat16
