@@ -13,7 +13,11 @@ Mixed precision: under ``torch.autocast`` attention with relative logits or a pa
 softmax, weighted sum) runs in float32 and returns the autocast dtype; plain attention uses the fused
 SDPA kernels, which accumulate in float32; projections stay in the low precision.
 
-Memory: the ``(N x N)`` logits are computed for blocks of queries whose size keeps each block under
+Paths (all exact, chosen per call by :func:`relative_attention`): an encoder with a factorized
+form (2D grids) runs as plain fused SDPA on augmented queries and keys, never building logits; an
+encoder with a band (clipped 1D offsets) materializes only the band around each query block and
+sends the keys beyond it through a fused kernel (:mod:`aug_attn.banded`); otherwise the ``(N x N)``
+logits are computed for blocks of queries whose size keeps each block under
 ``max_logits_elements``; when there is more than one block and gradients are needed, each block is
 recomputed in the backward pass (activation checkpointing), so peak memory grows with ``N`` times
 the block size, not ``N^2``.
