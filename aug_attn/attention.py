@@ -54,6 +54,7 @@ __all__ = [
 
 DEFAULT_MAX_LOGITS_ELEMENTS = 1 << 24  # 64 MiB of float32 logits per query block
 FACTORIZED_MAX_DEPTH = 160  # see factorized_is_faster
+FACTORIZED_MAX_DEPTH_ONE_BLOCK = 32
 
 
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
@@ -123,16 +124,19 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = 
     return out[..., :value_depth] if value_depth < depth else out
 
 
-def factorized_is_faster(tokens: int, head_dim: int, value_dim: int, extra: int) -> bool:
+def factorized_is_faster(head_dim: int, value_dim: int, extra: int, one_block: bool) -> bool:
     """The cost rule between the factorized (fused) and the blocked (materialized logits) path.
 
-    The fused kernel's work per query-key pair grows with its depth ``max(d_k + a, d_v)``; the
-    blocked path's with a constant number of passes over each materialized logit (relative logits,
-    mask, softmax, and their recomputation in backward) plus ``d_k + d_v``. Measured on CPU
-    (``scripts/bench_attention.py``; ``N`` = 256 to 4,096, ``d_k`` = 8 to 20, ``a = H + W`` = 32 to
-    128) the fused path wins while ``max(d_k + a, d_v) <= FACTORIZED_MAX_DEPTH``.
+    The fused kernel's work per query-key pair grows with its depth ``max(d_k + a, d_v)``
+    (``a = H + W`` in 2D); the blocked path's is a few passes over each materialized logit, 1.5x
+    more when the logits exceed one block and are recomputed in backward. Measured on CPU
+    (``scripts/bench_attention.py``, 2 cores): where the logits fit one block (16x16 maps, depth 40
+    and 52) the blocked path is about 10% faster; where they are recomputed the fused path wins up
+    to depth 116 (2.6x at depth 72, 3.7x at 116). Hence fused up to ``FACTORIZED_MAX_DEPTH`` when
+    the blocked path would recompute, and up to ``FACTORIZED_MAX_DEPTH_ONE_BLOCK`` otherwise.
     """
-    return max(head_dim + extra, value_dim) <= FACTORIZED_MAX_DEPTH
+    depth = max(head_dim + extra, value_dim)
+    return depth <= (FACTORIZED_MAX_DEPTH_ONE_BLOCK if one_block else FACTORIZED_MAX_DEPTH)
 
 
 def relative_attention(
@@ -194,7 +198,8 @@ def relative_attention(
         return fused_attention(q, k, v, allowed, dropout_p)
     extra = encoder.factorized_dim(pos)
     if factorize is None:
-        factorize = extra is not None and factorized_is_faster(tokens, head_dim, v.shape[-1], extra)
+        one_block = batch * heads * tokens * tokens <= max_logits_elements
+        factorize = extra is not None and factorized_is_faster(head_dim, v.shape[-1], extra, one_block)
     if factorize:
         if extra is None:
             raise ValueError(f"{type(encoder).__name__} has no factorized form for pos={pos!r}")

@@ -25,6 +25,7 @@ which return and take the log-sum-exp); float32 and float64, no dropout, no padd
 from __future__ import annotations
 
 import functools
+import importlib.util
 from typing import Any
 
 import torch
@@ -57,9 +58,9 @@ def banded_supported(q: Tensor, dropout_p: float, masked: bool) -> bool:
     )
 
 
-def _flash(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+def _flash(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Fused attention of pre-scaled queries: output ``(B, h, c, d_v)`` and log-sum-exp ``(B, h, c)``."""
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=1.0)
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=bias, scale=1.0)
     return out, lse.to(q.dtype)
 
 
@@ -102,9 +103,8 @@ class _BandedAttention(torch.autograd.Function):
         with torch.no_grad():
             window_logits, edge_left, edge_right, key_start, key_end = _window(encoder, q, pos, start, end, band, tokens)
         window = slice(key_start, key_end)
-        scores = q @ k[:, :, window].transpose(-1, -2) + window_logits  # (B, h, c, n_w)
-        lse_window = scores.logsumexp(-1)  # (B, h, c)
-        outs, lses = [torch.exp(scores - lse_window[..., None]) @ v[:, :, window]], [lse_window]
+        out_window, lse_window = _flash(q, k[:, :, window], v[:, :, window], window_logits)
+        outs, lses = [out_window], [lse_window]
         for keys, edge in _far_parts(tokens, key_start, key_end, edge_left, edge_right):
             out, lse = _flash(q, k[:, :, keys], v[:, :, keys])
             outs.append(out)
@@ -165,7 +165,7 @@ def flex_supported(q: Tensor, dropout_p: float, masked: bool) -> bool:
     captured tensors, exists there; on CPU it is forward only), no dropout or mask, not exporting."""
     return (
         q.is_cuda
-        and hasattr(torch.nn.attention, "flex_attention")
+        and importlib.util.find_spec("torch.nn.attention.flex_attention") is not None  # torch >= 2.5
         and dropout_p == 0.0
         and not masked
         and not torch.compiler.is_exporting()

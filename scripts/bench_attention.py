@@ -36,12 +36,12 @@ import torch
 CHANNELS, DK, DV, HEADS = 64, 64, 64, 8
 # (kind, batch, size): "1d"/"2d" the core alone, "wrn" the WRN-28-10 stage-1 AAConv2d
 CASES = [
-    ("2d", 8, 16),
-    ("2d", 8, 32),
-    ("2d", 2, 64),
     ("wrn", 8, 16),
     ("wrn", 8, 32),
     ("wrn", 2, 64),
+    ("2d", 8, 16),
+    ("2d", 8, 32),
+    ("2d", 2, 64),
     ("1d", 2, 1024),
     ("1d", 2, 4096),
     ("1d", 2, 16384),

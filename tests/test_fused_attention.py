@@ -100,9 +100,37 @@ def test_factorized_under_bf16_autocast_is_float32_inside():
     assert (mixed.float() - exact).abs().max() <= 0.005 * exact.abs().max()
 
 
-def test_layer_compiles_in_one_graph_on_the_factorized_path():
+def _factorized_layer() -> AAConv2d:
+    """A small layer on the factorized path: its logits would exceed one block (the cost rule)."""
     torch.manual_seed(0)
-    layer = AAConv2d(3, 16, 3, dk=8, dv=8, num_heads=2, max_distance=2)
+    return AAConv2d(3, 16, 3, dk=8, dv=8, num_heads=2, max_distance=2, max_logits_elements=64)
+
+
+def test_cost_rule_picks_the_factorized_path_beyond_one_block(monkeypatch):
+    calls = []
+    monkeypatch.setattr(attention, "fused_attention", lambda q, *args: calls.append(q.shape[-1]) or q[..., :4])
+    layer = _factorized_layer()
+    layer(torch.randn(2, 3, 5, 6))
+    assert calls == [4 + 5 + 6]  # d_k / h + H + W
+    layer.attn.max_logits_elements = 10**6  # one block, depth 15 <= 32: still fused
+    layer(torch.randn(2, 3, 5, 6))
+    assert calls == [15, 15]
+    layer(torch.randn(2, 3, 20, 20))  # one block, depth 44: blocked
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_factorized_layer_exports(fmt, tmp_path):
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+        pytest.importorskip("onnxruntime")
+    from aug_attn_tasks.export import export_module
+
+    assert export_module(_factorized_layer(), (torch.randn(2, 3, 5, 6),), tmp_path / f"layer.{fmt}", fmt) < 1e-4
+
+
+def test_layer_compiles_in_one_graph_on_the_factorized_path():
+    layer = _factorized_layer()
     x = torch.randn(2, 3, 5, 6, requires_grad=True)
     compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
     out = compiled(x)
