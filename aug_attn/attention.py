@@ -152,10 +152,13 @@ def relative_attention(
 ) -> Tensor:
     """Scaled dot-product attention with relative logits.
 
-    Three exact paths, chosen per call: without an encoder, fused SDPA; with an encoder that has a
+    Exact paths, chosen per call: without an encoder, fused SDPA; with an encoder that has a
     factorized form (:meth:`RelativePositionEncoder.factorized`) and where
-    :func:`factorized_is_faster`, fused SDPA on augmented queries and keys (no logits tensor);
-    otherwise blocks of queries with materialized logits, recomputed in backward.
+    :func:`factorized_is_faster`, fused SDPA on augmented queries and keys (no logits tensor); with
+    an encoder that has a band (:meth:`RelativePositionEncoder.band`) and where
+    :func:`~aug_attn.banded.banded_is_faster`, the band's logits per query block and the keys beyond
+    it fused (:mod:`aug_attn.banded`; CPU float32/64 or CUDA, no mask or dropout); otherwise blocks
+    of queries with materialized logits, recomputed in backward.
 
     Args:
         q: ``(B, h, N, d_k)`` queries, **not** yet scaled.
@@ -165,7 +168,8 @@ def relative_attention(
         pos: position description passed to the encoder (e.g. ``L`` or ``(H, W)``).
         key_padding_mask: ``(B, N)`` bool, True where the key is padding and must get no weight.
         dropout_p: dropout on the attention weights.
-        max_logits_elements: query blocks are sized so ``B * h * c * N`` stays below this.
+        max_logits_elements: query blocks are sized so ``B * h * c * N`` (band path: the window's
+            ``B * h * c * (c + 2D)``) stays below this; also the factorized path's cost rule.
         factorize: force (True) or forbid (False) the factorized path; None: the cost rule.
 
     Returns:

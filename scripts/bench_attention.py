@@ -125,6 +125,38 @@ def run_one(kind: str, batch: int, size: int, impl: str, device: str, repeats: i
     return {"seconds": times if repeats == 0 else times[1:], "peak_bytes": peak_now() - base}
 
 
+def networks(batch: int, rounds: int) -> None:
+    """Train-step time of AA-WRN-28-10 and AA-ResNet-50 against their plain nets (CIFAR 32x32, 100
+    classes; ResNet-50 with the CIFAR stem, attention in stages 2-4), steps alternating in one process."""
+    import torch.nn.functional as F
+
+    from aug_attn.models import resnet50, wrn28_10
+
+    nets = {
+        "WRN-28-10": lambda attention: wrn28_10(100, attention),
+        "ResNet-50": lambda attention: resnet50(100, stem="cifar", attention=attention, attention_stages=(2, 3, 4)),
+    }
+    torch.manual_seed(0)
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 100, (batch,))
+    print(f"\ntrain step (fwd+bwd+SGD), batch {batch}, 32x32, median of {rounds} alternating steps after one warm-up")
+    print(f"{'net':<12}{'plain s':>10}{'AA s':>10}{'AA/plain':>10}")
+    for name, make in nets.items():
+        models = {attention: make(attention) for attention in (False, True)}
+        optimizers = {a: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for a, m in models.items()}
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for round_ in range(rounds + 1):
+            for attention, model in models.items():
+                start = time.perf_counter()
+                loss = F.cross_entropy(model(x), y)
+                optimizers[attention].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[attention].step()
+                if round_:
+                    times[attention].append(time.perf_counter() - start)
+        plain, aug = statistics.median(times[False]), statistics.median(times[True])
+        print(f"{name:<12}{plain:>10.2f}{aug:>10.2f}{aug / plain:>10.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -133,11 +165,15 @@ def main() -> None:
     parser.add_argument("--naive-limit-gb", type=float, default=3.0, help="skip the paper baseline above this logits size")
     parser.add_argument("--skip", default="", help="comma-separated implementations to leave out, e.g. blocked")
     parser.add_argument("--only", help="comma-separated case names to run, e.g. 2d16,wrn32,1d1024")
+    parser.add_argument("--networks", type=int, metavar="BATCH", help="instead: AA-WRN-28-10 / AA-ResNet-50 train steps vs plain")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "BATCH", "SIZE", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, batch, size, impl = args.child
         print(json.dumps(run_one(kind, int(batch), int(size), impl, args.device, args.repeats)))
+        return
+    if args.networks:
+        networks(args.networks, max(1, args.rounds))
         return
     print(
         f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads; fwd+bwd; "
