@@ -1,12 +1,14 @@
 """The fused paths of the attention core (factorized 2D logits, padded depths) against the reference
 functional API and the blocked path: values and gradients in float64."""
 
+import shutil
+
 import pytest
 import torch
-import torch.nn.functional as F
 
 from aug_attn import attention
 from aug_attn.attention import fused_attention, relative_attention
+from aug_attn.banded import band_table, flex_band_attention
 from aug_attn.functional import grid_one_hot, relative_logits_2d_factors, relative_logits_2d_rows
 from aug_attn.layers import AAConv1d, AAConv2d
 from aug_attn.positional import RelativePositionEncoder1d, RelativePositionEncoder2d
@@ -199,6 +201,19 @@ def test_banded_with_frozen_table_and_under_bf16_autocast():
     assert mixed.dtype == torch.bfloat16
     exact = relative_attention(*(t.bfloat16().float() for t in (q, k, v)), encoder, 32)
     assert (mixed.float() - exact).abs().max() <= 0.005 * exact.abs().max()
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="FlexAttention on CPU compiles C++ kernels")
+def test_flex_band_kernel_forward_on_cpu_equals_reference():
+    """The score_mod and the per-query band table of the CUDA path, checked where this machine can:
+    FlexAttention's CPU forward (its backward exists on CUDA only)."""
+    torch.manual_seed(0)
+    encoder = RelativePositionEncoder1d(16, 2, 5)
+    q, k, v = (torch.randn(2, 2, 64, 16) for _ in range(3))
+    with torch.no_grad():
+        q = q * 16**-0.5
+        out = flex_band_attention(q, k, v, band_table(encoder, q, 64, 5, 24), 5)
+        torch.testing.assert_close(out, reference_attention(q * 16**0.5, k, v, encoder(q, 64, 0, 64)))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention's band path and its backward run on CUDA only")
