@@ -87,10 +87,11 @@ def test_train_then_tag_from_the_command_line(tiny_run, capsys):
     sf.write(audio_path, np.stack([wave, wave], axis=1), 22050)  # stereo at another rate
     checkpoint = run_dir / "checkpoints" / "best.ckpt"
     assert main(["tag", str(audio_path), "--checkpoint", str(checkpoint), "--top", "3", "--hop", "0.02"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3
-    probs = [float(line.split("\t")[1]) for line in lines]
-    assert all(line.split("\t")[0] in SYNTHETIC_TAGS for line in lines)
+    header, row = capsys.readouterr().out.splitlines()  # tab-separated: path, (label, probability) x 3, error
+    cells = row.split("\t")
+    assert header.split("\t")[0] == "path" and cells[0] == str(audio_path) and cells[-1] == ""
+    tags, probs = cells[1:7:2], [float(p) for p in cells[2:7:2]]
+    assert set(tags) <= set(SYNTHETIC_TAGS)
     assert probs == sorted(probs, reverse=True) and all(0.0 <= p <= 1.0 for p in probs)
 
 

@@ -332,10 +332,10 @@ def test_classify_cli(tmp_path: Path, capsys) -> None:
     (tmp_path / "cube.off").write_text("\n".join(lines) + "\n")
     for name in ("box.npy", "box.txt", "cube.off"):
         assert main(["classify", str(tmp_path / name), "--checkpoint", str(checkpoint), "--top", "3"]) == 0
-        lines = capsys.readouterr().out.strip().splitlines()
-        assert len(lines) == 3
-        names, probs = zip(*(line.split("\t") for line in lines))
-        assert set(names) <= set(SHAPES)
-        assert list(map(float, probs)) == sorted(map(float, probs), reverse=True)
+        _, row = capsys.readouterr().out.splitlines()  # header, then path, (class, probability) x 3, error
+        cells = row.split("\t")
+        names, probs = cells[1:7:2], list(map(float, cells[2:7:2]))
+        assert cells[0] == str(tmp_path / name) and set(names) <= set(SHAPES)
+        assert probs == sorted(probs, reverse=True)
     assert main(["classify", str(tmp_path / "missing.off"), "--checkpoint", str(checkpoint)]) == 2
     assert "missing.off" in capsys.readouterr().err

@@ -46,6 +46,13 @@ def inference_command(config: dict[str, Any]) -> str | None:
     return None if is_segmentation(config) else "aug-attn classify POINT_CLOUD_FILE --checkpoint {checkpoint}"
 
 
+def predictor(module: "PointCloudModule", config: dict[str, Any]):
+    """The batch predictor of ``aug-attn classify`` (see :class:`~aug_attn_tasks.points.predict.PointPredictor`)."""
+    from aug_attn_tasks.points.predict import PointPredictor
+
+    return PointPredictor(module, config)
+
+
 def metric_key(train: str, test: str) -> str:
     """The metric-name fragment of a protocol: ``("z", "so3")`` -> ``"z_SO3"``."""
     return protocol_name(train, test).replace("/", "_")
