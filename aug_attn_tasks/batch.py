@@ -23,9 +23,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from torch import Tensor
+if TYPE_CHECKING:  # the CLI imports this module to build its parser: torch is imported on use
+    from torch import Tensor
 
 __all__ = ["Predictor", "Row", "expand_inputs", "predict_files", "write_rows", "add_commands"]
 

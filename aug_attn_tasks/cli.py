@@ -6,6 +6,8 @@ checkpoint by the config's validation metric, test it, print the metrics.
 ``aug-attn export CHECKPOINT OUT [--format pt2|onnx] [--batch-size B]``: export the model for deployment.
 ``aug-attn configs``: list the shipped configs.
 ``aug-attn tag|classify PATH [PATH ...] --checkpoint CKPT``: batch inference (:mod:`aug_attn_tasks.batch`).
+``aug-attn explain INPUT --checkpoint CKPT --out FILE.png``: what a model attends to (:mod:`aug_attn_tasks.explain`).
+``aug-attn plot RUN_DIR [--out DIR]``: training curves and test pictures of a run (:mod:`aug_attn_tasks.plot`).
 Other task commands (``prepare-audio``) are added by their task packages.
 """
 
@@ -16,11 +18,12 @@ import importlib
 import sys
 
 from aug_attn_tasks.config import ConfigError, available_configs, load_config
+from aug_attn_tasks.viz import VizUnavailable
 
 __all__ = ["main", "build_parser"]
 
 # Modules that add task subcommands through ``add_commands(subparsers)``.
-COMMAND_MODULES: list[str] = ["aug_attn_tasks.batch", "aug_attn_tasks.audio.cli"]
+COMMAND_MODULES: list[str] = ["aug_attn_tasks.batch", "aug_attn_tasks.explain", "aug_attn_tasks.plot", "aug_attn_tasks.audio.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"exported {args.out} ({fmt}); {checked}")
             return 0
         return int(args.handler(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, FileNotFoundError, ValueError, VizUnavailable) as error:
         print(f"aug-attn: error: {error}", file=sys.stderr)
         return 2
 

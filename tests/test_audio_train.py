@@ -11,6 +11,7 @@ import yaml
 from aug_attn_tasks.audio.recipe import PER_TAG_FILE, build_module
 from aug_attn_tasks.audio.synthetic import SYNTHETIC_TAGS, synthetic_clip
 from aug_attn_tasks.cli import main
+from pictures import assert_picture
 
 TINY_MODEL = {
     "name": "muslcat",
@@ -81,6 +82,10 @@ def test_train_then_tag_from_the_command_line(tiny_run, capsys):
     table = (run_dir / PER_TAG_FILE).read_text().splitlines()
     assert table[0] == "tag\troc_auc\tpr_auc\tpositives" and len(table) == 1 + len(SYNTHETIC_TAGS)
     assert (run_dir / "metrics.csv").is_file() and list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert main(["plot", str(run_dir), "--out", str(root / "plots")]) == 0
+    assert capsys.readouterr().out.split()[1::2] == [str(root / "plots" / n) for n in ("curves.png", "roc_auc_per_tag.png")]
+    assert_picture(root / "plots" / "curves.png")
+    assert_picture(root / "plots" / "roc_auc_per_tag.png")
 
     wave, _ = synthetic_clip(5, 0, seconds=0.5, sample_rate=22050)
     audio_path = root / "song.wav"

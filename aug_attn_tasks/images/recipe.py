@@ -18,7 +18,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from aug_attn.models.resnet import (
     AttentionSpec,
@@ -82,6 +82,7 @@ class ImageClassifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -119,9 +120,15 @@ class ImageClassifier(L.LightningModule):
         loss, logits, labels = self._step(batch)
         self.test_top1(logits, labels)
         self.test_top5(logits, labels)
+        self.test_confusion.update(logits, labels)
         self.log("test/loss", loss, sync_dist=True)
         self.log("test/top1", self.test_top1)
         self.log("test/top5", self.test_top5)
+
+    def on_test_epoch_end(self) -> None:
+        # kept for aug_attn_tasks.confusion (confusion_test.csv in the run folder)
+        self.test_confusions = {"test": self.test_confusion.compute().cpu()}
+        self.test_confusion.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         return build_optimization(self.parameters(), self.config.get("optim", {}), self.trainer.max_epochs)
