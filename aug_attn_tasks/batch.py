@@ -82,6 +82,12 @@ def expand_inputs(paths: Sequence[str], suffixes: Sequence[str]) -> list[Path]:
     return list(files)
 
 
+def _named(path: str, error: Exception) -> str:
+    """The error's message, prefixed with ``path`` unless it already names it."""
+    message = str(error) or type(error).__name__
+    return message if path in message else f"{path}: {message}"
+
+
 def _ranked(labels: list[str], probs: Tensor, top: int) -> list[tuple[str, float]]:
     values, index = probs.float().topk(min(top, len(labels)))
     return [(labels[i], float(v)) for v, i in zip(values.tolist(), index.tolist())]
@@ -101,7 +107,7 @@ def predict_files(predictor: Predictor, files: Sequence[Path], top: int = 5, bat
             try:
                 loaded.append((row, predictor.load(path)))
             except Exception as error:  # any reader's failure is this file's row, not the run's end
-                row.error = str(error) or type(error).__name__
+                row.error = _named(row.path, error)
         try:
             results = [(loaded, predictor.predict([item for _, item in loaded]))] if loaded else []
         except Exception:  # one input breaks the batch: find it by running them one at a time
@@ -110,7 +116,7 @@ def predict_files(predictor: Predictor, files: Sequence[Path], top: int = 5, bat
                 try:
                     results.append(([(row, item)], predictor.predict([item])))
                 except Exception as error:
-                    row.error = f"{row.path}: {error}"
+                    row.error = _named(row.path, error)
         for group, probs in results:
             for (row, _), row_probs in zip(group, probs):
                 row.top = _ranked(predictor.labels, row_probs, top)
@@ -119,11 +125,22 @@ def predict_files(predictor: Predictor, files: Sequence[Path], top: int = 5, bat
     return rows
 
 
+def _output_format(out: str | None) -> str | None:
+    """``"csv"``, ``"json"`` or None (stdout) for ``--out``; another suffix is a ValueError."""
+    if out is None:
+        return None
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise ValueError(f"--out {out}: expected a .csv or .json file")
+    return suffix[1:]
+
+
 def write_rows(rows: Sequence[Row], out: str | None, top: int) -> None:
     """Write the rows to ``out`` (``.csv``: columns ``path, label_1, probability_1, ..., error``;
     ``.json``: a list of ``{path, predictions: [{label, probability}], error}``), or to stdout as
     tab-separated lines with the CSV's columns when ``out`` is None."""
-    if out is not None and Path(out).suffix.lower() == ".json":
+    fmt = _output_format(out)
+    if fmt == "json":
         records = [
             {"path": r.path, "predictions": [{"label": lab, "probability": p} for lab, p in r.top], "error": r.error}
             for r in rows
@@ -135,11 +152,9 @@ def write_rows(rows: Sequence[Row], out: str | None, top: int) -> None:
     for r in rows:
         cells = [c for lab, p in r.top for c in (lab, f"{p:.4f}")]
         lines.append([r.path, *cells, *[""] * (2 * top - len(cells)), r.error or ""])
-    if out is None:
+    if fmt is None:
         print("\n".join("\t".join(line) for line in [header, *lines]))
         return
-    if Path(out).suffix.lower() != ".csv":
-        raise ValueError(f"--out {out}: expected a .csv or .json file")
     with open(out, "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([header, *lines])
 
@@ -151,8 +166,7 @@ def _run(args: argparse.Namespace, tasks: tuple[str, ...], **options: Any) -> in
         raise ValueError(f"--top must be >= 1, got {args.top}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
-        raise ValueError(f"--out {args.out}: expected a .csv or .json file")
+    _output_format(args.out)  # a wrong --out is said before the model is loaded
     module, config = load_checkpoint(args.checkpoint, tasks=tasks)
     predictor = get_recipe(config["task"]).predictor(module, config, **options)
     files = expand_inputs(args.paths, predictor.suffixes)
