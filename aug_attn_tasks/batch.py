@@ -34,6 +34,8 @@ PROGRESS_MIN_FILES = 32  # fewer inputs finish before a progress bar says anythi
 
 
 class Predictor(Protocol):
+    """What a recipe's ``predictor(module, config, **options)`` returns (see the module doc)."""
+
     suffixes: tuple[str, ...]
     labels: list[str]
 
