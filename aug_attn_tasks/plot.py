@@ -4,7 +4,7 @@
 - ``curves.png``: per epoch, train vs validation loss, and the monitored metric (``checkpoint.monitor``
   of the run's ``hparams.yaml``) with its training counterpart when logged; from ``metrics.csv``;
 - ``roc_auc_per_tag.png``: per-tag test ROC-AUC bars (tagging, from ``per_tag_metrics.tsv``);
-- ``confusion_<name>.png``: test confusion matrices (single-label runs, from ``confusion_<name>.csv``;
+- ``confusion_<name>.png``: test confusion matrices (single-label runs, from ``confusion_<name>.tsv``;
   one per rotation protocol for point clouds), rows normalised to the true class;
 - ``accuracy_per_rotation.png``: OA and mAcc per rotation protocol (points, from ``report.json``).
 
@@ -101,7 +101,7 @@ def _confusion_figure(path: Path) -> Any:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
-    ax.set_title(f"{path.stem.removeprefix('confusion_')}: accuracy {accuracy:.3f} ({matrix.sum()} test inputs)", fontsize=9)
+    ax.set_title(f"{path.name}: accuracy {accuracy:.3f} ({matrix.sum()} test inputs)", fontsize=9)
     fig.colorbar(image, ax=ax, label="fraction of the true class")
     return fig
 

@@ -79,7 +79,7 @@ def test_train_the_image_recipe_on_a_folder_of_png_and_jpeg(tmp_path, capsys):
     assert 0 <= metrics["test/top1"] <= 1
     assert main(["classify", str(tmp_path / "pictures" / "circle"), "--checkpoint", str(checkpoint), "--top", "1"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1 + 8
-    names, matrix = read_confusion(checkpoint.parent.parent / "confusion_test.csv")
+    names, matrix = read_confusion(checkpoint.parent.parent / "confusion_test.tsv")
     assert names == ["circle", "square", "stripes"] and matrix.sum() == 6  # 2 test images of 8 per class (test_size 0.2)
     assert main(["plot", str(checkpoint.parent.parent)]) == 0
     assert capsys.readouterr().out.split() == ["wrote", str(checkpoint.parent.parent / "curves.png"), "wrote", str(checkpoint.parent.parent / "confusion_test.png")]

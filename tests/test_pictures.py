@@ -71,8 +71,8 @@ def write_run(run_dir):
     (run_dir / "metrics.csv").write_text("\n".join(lines) + "\n")
     (run_dir / "hparams.yaml").write_text("config:\n  checkpoint:\n    monitor: val/acc\n    mode: max\n")
     (run_dir / "per_tag_metrics.tsv").write_text("tag\troc_auc\tpr_auc\tpositives\nkick\t0.9\t0.8\t5\nhihat\t0.7\t0.5\t4\nvoice\tnan\tnan\t(excluded)\n")
-    rows = ["true \\ predicted,a,b,c", "a,5,1,0", "b,0,6,0", "c,2,0,4"]
-    (run_dir / "confusion_z_SO3.csv").write_text("\n".join(rows) + "\n")
+    rows = ["true \\ predicted\ta\tb\tc", "a\t5\t1\t0", "b\t0\t6\t0", "c\t2\t0\t4"]
+    (run_dir / "confusion_matrix.tsv").write_text("\n".join(rows) + "\n")  # as single-label audio runs write it
     protocols = {"z/z": {"oa": 0.9, "macc": 0.88}, "z/SO3": {"oa": 0.6, "macc": 0.55}}
     (run_dir / "report.json").write_text(json.dumps({"protocols": protocols}))
 
@@ -85,7 +85,7 @@ def test_plot_draws_every_picture_a_run_folder_allows(tmp_path, capsys):
     assert curves["val/acc"][3] == pytest.approx(0.7) and "train/loss_step" not in curves
     assert main(["plot", str(run_dir), "--out", str(tmp_path / "plots")]) == 0
     printed = capsys.readouterr().out.splitlines()
-    names = ["curves.png", "roc_auc_per_tag.png", "confusion_z_SO3.png", "accuracy_per_rotation.png"]
+    names = ["curves.png", "roc_auc_per_tag.png", "confusion_matrix.png", "accuracy_per_rotation.png"]
     assert printed == [f"wrote {tmp_path / 'plots' / name}" for name in names]
     for name in names:
         assert_picture(tmp_path / "plots" / name)

@@ -126,7 +126,7 @@ class ImageClassifier(L.LightningModule):
         self.log("test/top5", self.test_top5)
 
     def on_test_epoch_end(self) -> None:
-        # kept for aug_attn_tasks.confusion (confusion_test.csv in the run folder)
+        # kept for aug_attn_tasks.confusion (confusion_test.tsv in the run folder)
         self.test_confusions = {"test": self.test_confusion.compute().cpu()}
         self.test_confusion.reset()
 

@@ -158,7 +158,7 @@ class PointCloudModule(L.LightningModule):
         self._log_metric(self.val_metric, "val")
 
     def on_test_epoch_end(self) -> None:
-        if not self.segmentation:  # kept for aug_attn_tasks.confusion (confusion_<protocol>.csv)
+        if not self.segmentation:  # kept for aug_attn_tasks.confusion (confusion_<protocol>.tsv)
             self.test_confusions = {metric_key(*p): m.confusion.clone().cpu() for p, m in zip(self.protocols, self.test_metrics)}
         for protocol, metric in zip(self.protocols, self.test_metrics):
             self._log_metric(metric, f"test/{metric_key(*protocol)}")
