@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from aug_attn.optional import import_extra
 from aug_attn_tasks.config import apply_overrides
+from aug_attn_tasks.confusion import write_confusions
 from aug_attn_tasks.recipes import get_recipe, load_checkpoint
 
 __all__ = ["fit", "evaluate", "RandomState"]
@@ -130,6 +131,7 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     if trainer.is_global_zero:
         (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
         recipe.report(metrics, config, run_dir)
+        write_confusions(module, run_dir)
         chosen = f"best by {checkpoints[0].monitor}" if validate else "last epoch, no validation set"
         print(f"tested checkpoint ({chosen}): {best}")
         command = recipe.inference_command(config) if hasattr(recipe, "inference_command") else None
@@ -152,4 +154,5 @@ def evaluate(checkpoint: str, overrides: list[str] | None = None) -> dict[str, f
         out = Path(checkpoint).resolve().parent / "eval"
         out.mkdir(exist_ok=True)
         recipe.report(metrics, config, out)
+        write_confusions(module, out)
     return metrics

@@ -159,7 +159,7 @@ def test_the_audit_names_undeclared_and_unguarded_imports(tmp_path, providers):
 def test_every_extra_guard_names_its_extra(monkeypatch):
     _, extras = declared_dependencies()
     guarded = [imp for package in ("aug_attn", "aug_attn_tasks") for imp in collect_imports(ROOT / package) if imp.extra]
-    assert {imp.extra for imp in guarded} >= {"h5", "export", "tensorboard"}
+    assert {imp.extra for imp in guarded} >= {"h5", "export", "tensorboard", "viz"}
     for imp in guarded:
         assert imp.extra in extras, f"{imp.where}: no extra '{imp.extra}' in pyproject.toml"
         monkeypatch.setitem(sys.modules, imp.module, None)  # makes the import fail as if absent

@@ -46,6 +46,13 @@ def inference_command(config: dict[str, Any]) -> str | None:
     return None if is_segmentation(config) else "aug-attn classify POINT_CLOUD_FILE --checkpoint {checkpoint}"
 
 
+def predictor(module: "PointCloudModule", config: dict[str, Any]):
+    """The batch predictor of ``aug-attn classify`` (see :class:`~aug_attn_tasks.points.predict.PointPredictor`)."""
+    from aug_attn_tasks.points.predict import PointPredictor
+
+    return PointPredictor(module, config)
+
+
 def metric_key(train: str, test: str) -> str:
     """The metric-name fragment of a protocol: ``("z", "so3")`` -> ``"z_SO3"``."""
     return protocol_name(train, test).replace("/", "_")
@@ -151,6 +158,8 @@ class PointCloudModule(L.LightningModule):
         self._log_metric(self.val_metric, "val")
 
     def on_test_epoch_end(self) -> None:
+        if not self.segmentation:  # kept for aug_attn_tasks.confusion (confusion_<protocol>.tsv)
+            self.test_confusions = {metric_key(*p): m.confusion.clone().cpu() for p, m in zip(self.protocols, self.test_metrics)}
         for protocol, metric in zip(self.protocols, self.test_metrics):
             self._log_metric(metric, f"test/{metric_key(*protocol)}")
 
