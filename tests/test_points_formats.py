@@ -189,3 +189,38 @@ def test_clouds_with_fewer_points_than_the_model_needs_are_refused(tmp_path: Pat
     np.savetxt(tmp_path / "set" / "b" / "small.txt", np.random.default_rng(9).normal(size=(10, 3)))
     with pytest.raises(ValueError, match=r"small\.txt: has 10 distinct points, the model needs at least 16"):
         ds.PointFolder(tmp_path / "set", "all", num_points=32, allow_fewer=True, min_points=16)
+
+
+def test_datasets_feed_pyg_loaders_transforms_and_models(tmp_path: Path) -> None:
+    import torch
+    import torch_geometric.transforms as T
+    from torch_geometric.loader import DataLoader
+
+    from aug_attn.models import PointNet2Classifier, RISurConvClassifier
+    from aug_attn_tasks.points.transforms import Compose, ToData
+
+    data = ds.SyntheticShapes(6, 64, seed=0, transform=Compose([ToData(), T.NormalizeScale()]))
+    item = data[1]
+    assert item.pos.shape == (64, 3) and item.normal.shape == (64, 3) and item.y.tolist() == [1]
+    assert torch.allclose(item.pos.abs().max(), torch.tensor(1.0))  # PyG's transform ran
+    batch = next(iter(DataLoader(data, batch_size=3)))
+    assert batch.y.tolist() == [0, 1, 2] and batch.batch.shape == (192,)
+    torch.manual_seed(0)
+    for model in (RISurConvClassifier(4, samples=(16,), neighbors=(8,), channels=(16,), global_channels=16,
+                                      transformer_layers=0, head_channels=(8,), num_heads=2, feature_channels=(8, 16)),
+                  PointNet2Classifier(4, samples=(16,), neighbors=(8,), radii=(0.5,), channels=((16,),),
+                                      global_channels=(16,), head_channels=(8,))):  # fmt: skip
+        model.eval()
+        with torch.no_grad():
+            logits = model(batch)  # the Batch itself
+            assert logits.shape == (3, 4)
+            torch.testing.assert_close(logits, model(batch.pos, batch.normal, batch.batch))
+            torch.testing.assert_close(model(data[2]), logits[2:])  # a single Data is a batch of one
+    with pytest.raises(ValueError, match="not both"):
+        model(batch, batch.normal)
+    # segmentation: per-point parts as y, the category beside them
+    part = ds.PointCloudDataset(num_points=4)
+    part.arrays = {"pos": np.zeros((1, 4, 3), np.float32), "normal": np.zeros((1, 4, 0), np.float32),
+                   "label": np.array([2]), "part": np.array([[5, 5, 6, 6]])}  # fmt: skip
+    item = ToData()(part[0])
+    assert item.y.tolist() == [5, 5, 6, 6] and item.category.tolist() == [2] and "normal" not in item

@@ -8,6 +8,7 @@ from aug_attn.geometry.neighbors import (
     interpolate,
     knn,
     masked_centroid,
+    point_inputs,
     to_dense,
 )
 from aug_attn.geometry.normals import estimate_normals
@@ -39,6 +40,7 @@ __all__ = [
     "knn",
     "masked_centroid",
     "pair_features",
+    "point_inputs",
     "principal_frame",
     "safe_normalize",
     "surface_features",

@@ -32,13 +32,21 @@ and keep exact invariance.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aug_attn.attention import RelativeMultiheadAttention
-from aug_attn.geometry import NUM_GLOBAL_FEATURES, Neighborhoods, frame_features, interpolate, principal_frame
+from aug_attn.geometry import (
+    NUM_GLOBAL_FEATURES,
+    Neighborhoods,
+    frame_features,
+    interpolate,
+    point_inputs,
+    principal_frame,
+)
 from aug_attn.geometry.neighbors import DEFAULT_CHUNK_SIZE
 from aug_attn.layers.surface import RISurConv, SharedMLP, dense_points
 from aug_attn.positional.surface import SurfacePositionEncoder
@@ -181,7 +189,7 @@ class RISurConvClassifier(nn.Module):
         normal_weighted: distance-weighted normal estimation (see :func:`~aug_attn.geometry.estimate_normals`).
 
     Shapes (:meth:`forward`): ``pos (B, N, 3)`` (+ ``normal (B, N, 3)``, ``x (B, N, C)``) or PyG ragged
-    ``pos (P, 3)`` with ``batch (P,)`` -> logits ``(B, num_classes)``.
+    ``pos (P, 3)`` with ``batch (P,)``, or a PyG ``Data``/``Batch`` -> logits ``(B, num_classes)``.
     """
 
     def __init__(
@@ -223,8 +231,9 @@ class RISurConvClassifier(nn.Module):
         )
 
     def forward(
-        self, pos: Tensor, normal: Tensor | None = None, batch: Tensor | None = None, x: Tensor | None = None
+        self, pos: Tensor | Any, normal: Tensor | None = None, batch: Tensor | None = None, x: Tensor | None = None
     ) -> Tensor:
+        pos, normal, batch, x, _ = point_inputs(pos, normal, batch, x)  # a PyG Data/Batch, or tensors
         features, hoods, _, _, last = self.encoder.encode(pos, normal, batch, x)
         tokens = self.global_mlp(features[-1] if last is None else torch.cat([features[-1], last], -1))  # (B, M_last, G)
         geometry = (hoods[-1].pos, hoods[-1].normal)
@@ -249,7 +258,8 @@ class RISurConvSegmenter(nn.Module):
             as :class:`RISurConvClassifier` (global context: at the input points, also skip features).
 
     Shapes (:meth:`forward`): dense ``pos (B, N, 3)`` -> ``(B, N, num_parts)``; PyG ragged
-    ``pos (P, 3)`` with ``batch (P,)`` -> ``(P, num_parts)``; ``category``: ``(B,)`` int64 labels.
+    ``pos (P, 3)`` with ``batch (P,)``, or a PyG ``Data``/``Batch`` (its ``category`` too, when it
+    has one) -> ``(P, num_parts)``; ``category``: ``(B,)`` int64 labels.
     """
 
     def __init__(
@@ -300,12 +310,13 @@ class RISurConvSegmenter(nn.Module):
 
     def forward(
         self,
-        pos: Tensor,
+        pos: Tensor | Any,
         normal: Tensor | None = None,
         batch: Tensor | None = None,
         x: Tensor | None = None,
         category: Tensor | None = None,
     ) -> Tensor:
+        pos, normal, batch, x, category = point_inputs(pos, normal, batch, x, category)  # PyG Data/Batch or tensors
         features, hoods, dense_pos, mask, _ = self.encoder.encode(pos, normal, batch, x)
         features[0] = self._input_features(features[0], category, dense_pos)
         positions = [dense_pos] + [hood.pos for hood in hoods]  # finest first
