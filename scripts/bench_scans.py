@@ -15,11 +15,11 @@ layout of ``aug-attn train risurconv_folder``, so the benchmark also runs the us
 6. **outliers**: ``--outliers`` (a fraction of the points) uniform in ``[-1, 1]^3``.
 
 Runs (each a subprocess of ``python -m aug_attn_tasks.cli train``, 1 torch thread, timed): RISurConv
-with and without global context under ``z/SO3`` (test rotations z and SO3, so one run gives z/z and
-z/SO3; the variant is chosen by validation accuracy, never test), the chosen variant under
-``SO3/SO3``, and a plain PointNet (shared MLP on x y z + max pool + MLP head: PointNet++'s classifier
+with and without global context, and without it but with distance-weighted normals over 24
+neighbours, under ``z/SO3`` (test rotations z and SO3, so one run gives z/z and z/SO3; the variant
+is chosen by validation accuracy, never test), the chosen variant under ``SO3/SO3``, and a plain PointNet (shared MLP on x y z + max pool + MLP head: PointNet++'s classifier
 with no set abstraction level) under ``z/SO3`` and ``SO3/SO3``, on the same data, split, epochs and
-optimiser.
+optimiser, and under ``SO3/SO3`` with 5x the epochs (augmentation over all rotations needs them).
 
 Run: ``python scripts/bench_scans.py --out bench_scans`` (writes ``bench_scans/results.json`` and
 prints a table; ``--epochs``, ``--per-class`` size it).
@@ -152,16 +152,25 @@ def main() -> None:
     runs = {
         "risurconv_local_z": ["--model.global_context=false", "--data.protocol=z/SO3", "--data.test_rotations=[z, so3]"],
         "risurconv_global_z": ["--model.global_context=true", "--data.protocol=z/SO3", "--data.test_rotations=[z, so3]"],
+        "risurconv_local_weighted_z": [
+            "--model.global_context=false", "--model.normal_weighted=true", "--model.normal_k=24",
+            "--data.protocol=z/SO3", "--data.test_rotations=[z, so3]",
+        ],  # fmt: skip
         "pointnet_z": [pointnet, "--data.protocol=z/SO3", "--data.test_rotations=[z, so3]"],
         "pointnet_so3": [pointnet, "--data.protocol=SO3/SO3", "--data.test_rotations=[so3]"],
+        # SO(3) augmentation needs longer training: the same baseline with 5x the epochs
+        "pointnet_so3_5x": [pointnet, "--data.protocol=SO3/SO3", "--data.test_rotations=[so3]",
+                            f"--trainer.max_epochs={5 * args.epochs}"],  # fmt: skip
     }
     chosen = [tag for tag in args.only.split(",") if tag] or list(runs) + ["risurconv_best_so3"]
     results_file = out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for tag in chosen:
-        if tag == "risurconv_best_so3":  # the variant with the better validation accuracy, under SO3/SO3
-            best = max(("risurconv_local_z", "risurconv_global_z"), key=lambda t: results[t]["best_val_oa"])
-            overrides = [runs[best][0], "--data.protocol=SO3/SO3", "--data.test_rotations=[so3]"]
+        if tag == "risurconv_best_so3":  # the variant with the best validation accuracy, under SO3/SO3
+            variants = [t for t in runs if t.startswith("risurconv") and t in results]
+            best = max(variants, key=lambda t: results[t]["best_val_oa"])
+            overrides = [o for o in runs[best] if not o.startswith("--data.")]
+            overrides += ["--data.protocol=SO3/SO3", "--data.test_rotations=[so3]"]
         else:
             overrides = runs[tag]
         results[tag] = train(tag, out, root, args, overrides)
