@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from aug_attn.optional import import_extra
 from aug_attn_tasks.config import apply_overrides
 from aug_attn_tasks.recipes import get_recipe, load_checkpoint
 
@@ -39,6 +40,7 @@ def _loggers(config: dict[str, Any]) -> list:
     root = Path(output.get("dir", "runs")).resolve()  # absolute: a resumed run finds its checkpoint folder by name
     loggers: list = [CSVLogger(root, name=config["name"])]
     if output.get("tensorboard", False):
+        import_extra("tensorboard", "tensorboard", "output.tensorboard: true")  # Lightning's own error names no extra
         loggers.append(TensorBoardLogger(root, name=config["name"], version=loggers[0].version, sub_dir="tensorboard"))
     return loggers
 

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from aug_attn.geometry import farthest_point_sample
+from aug_attn.optional import import_extra
 from aug_attn_tasks.points.io import POINT_SUFFIXES, load_point_cloud, read_txt
 from aug_attn_tasks.points.synthetic import SHAPES
 from aug_attn_tasks.points.transforms import rotation_about_axis
@@ -386,17 +387,9 @@ class ModelNetResampled(PointCloudDataset):
         self._materialise(sources, existing, f"modelnet{num_classes}_resampled_{split}", {"root": str(root)})
 
 
-def _import_h5py() -> Any:
-    try:
-        import h5py
-    except ImportError as err:
-        raise ImportError("reading .h5 point clouds needs h5py: pip install aug-attn[h5]") from err
-    return h5py
-
-
 def _read_h5(path: Path, normal_key: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``data (S, P, 3)``, ``label (S,)`` and ``normal (S, P, 3)`` (when ``normal_key`` is in the file)."""
-    h5py = _import_h5py()
+    h5py = import_extra("h5py", "h5", "reading .h5 point clouds")
     try:
         with h5py.File(path, "r") as f:
             data, label = np.asarray(f["data"]), np.asarray(f["label"]).reshape(-1)
