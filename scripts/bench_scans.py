@@ -175,11 +175,11 @@ def main() -> None:
             overrides = runs[tag]
         results[tag] = train(tag, out, root, args, overrides)
         results_file.write_text(json.dumps(results, indent=1))
-    print(f"\n{'run':<22} {'protocol':<9} {'OA':>6} {'mAcc':>6} {'best val OA':>11} {'wall s':>7}")
+    print(f"\n{'run':<27} {'protocol':<9} {'OA':>6} {'mAcc':>6} {'best val OA':>11} {'wall s':>7}")
     for tag, result in results.items():
         for protocol, values in result["protocols"].items():
             print(
-                f"{tag:<22} {protocol:<9} {100 * values['oa']:6.2f} {100 * values['macc']:6.2f} "
+                f"{tag:<27} {protocol:<9} {100 * values['oa']:6.2f} {100 * values['macc']:6.2f} "
                 f"{100 * result['best_val_oa']:11.2f} {result['wall_s']:7.1f}"
             )
 
