@@ -16,10 +16,11 @@ layout of ``aug-attn train risurconv_folder``, so the benchmark also runs the us
 
 Runs (each a subprocess of ``python -m aug_attn_tasks.cli train``, 1 torch thread, timed): RISurConv
 with and without global context, and without it but with distance-weighted normals over 24
-neighbours, under ``z/SO3`` (test rotations z and SO3, so one run gives z/z and z/SO3; the variant
-is chosen by validation accuracy, never test), the chosen variant under ``SO3/SO3``, and a plain PointNet (shared MLP on x y z + max pool + MLP head: PointNet++'s classifier
-with no set abstraction level) under ``z/SO3`` and ``SO3/SO3``, on the same data, split, epochs and
-optimiser, and under ``SO3/SO3`` with 5x the epochs (augmentation over all rotations needs them).
+neighbours, under ``z/SO3`` (test rotations z and SO3, so one run gives z/z and z/SO3; compare the
+variants by their best validation accuracy, never test), the two variants under ``SO3/SO3``, and a
+plain PointNet (shared MLP on x y z + max pool + MLP head: PointNet++'s classifier with no set
+abstraction level) under ``z/SO3`` and ``SO3/SO3`` on the same data, split, epochs and optimiser,
+and under ``SO3/SO3`` with 5x the epochs (augmentation over all rotations needs them).
 
 Run: ``python scripts/bench_scans.py --out bench_scans`` (writes ``bench_scans/results.json`` and
 prints a table; ``--epochs``, ``--per-class`` size it).
@@ -162,17 +163,17 @@ def main() -> None:
         "pointnet_so3_5x": [pointnet, "--data.protocol=SO3/SO3", "--data.test_rotations=[so3]",
                             f"--trainer.max_epochs={5 * args.epochs}"],  # fmt: skip
     }
-    chosen = [tag for tag in args.only.split(",") if tag] or list(runs) + ["risurconv_best_so3"]
+    for variant in ("local", "global"):  # the two RISurConv variants also trained under SO3/SO3
+        so3 = [runs[f"risurconv_{variant}_z"][0], "--data.protocol=SO3/SO3", "--data.test_rotations=[so3]"]
+        runs[f"risurconv_{variant}_so3"] = so3
+    chosen = [tag for tag in args.only.split(",") if tag] or list(runs)
+    unknown = sorted(set(chosen) - set(runs))
+    if unknown:
+        raise SystemExit(f"unknown run tags {unknown}; known: {', '.join(runs)}")
     results_file = out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for tag in chosen:
-        if tag == "risurconv_best_so3":  # the variant with the best validation accuracy, under SO3/SO3
-            variants = [t for t in runs if t.startswith("risurconv") and t in results]
-            best = max(variants, key=lambda t: results[t]["best_val_oa"])
-            overrides = [o for o in runs[best] if not o.startswith("--data.")]
-            overrides += ["--data.protocol=SO3/SO3", "--data.test_rotations=[so3]"]
-        else:
-            overrides = runs[tag]
+        overrides = runs[tag]
         results[tag] = train(tag, out, root, args, overrides)
         results_file.write_text(json.dumps(results, indent=1))
     print(f"\n{'run':<27} {'protocol':<9} {'OA':>6} {'mAcc':>6} {'best val OA':>11} {'wall s':>7}")

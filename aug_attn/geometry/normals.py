@@ -114,8 +114,8 @@ def _line_normals(outward: Tensor, direction: Tensor, axes: Tensor, tol: float) 
         ``(B, N, 3)`` unit vectors perpendicular to ``direction``.
     """
     candidates = [outward, axes[:, None, 2].expand_as(outward), axes[:, None, 1].expand_as(outward)]
-    chosen = candidates[-1] - (candidates[-1] * direction).sum(-1, keepdim=True) * direction
-    for candidate in reversed(candidates[:-1]):
-        across = candidate - (candidate * direction).sum(-1, keepdim=True) * direction  # (B, N, 3)
-        chosen = torch.where(across.norm(dim=-1, keepdim=True) > tol, across, chosen)
+    across = [v - (v * direction).sum(-1, keepdim=True) * direction for v in candidates]  # (B, N, 3) each
+    chosen = across[-1]
+    for part in reversed(across[:-1]):
+        chosen = torch.where(part.norm(dim=-1, keepdim=True) > tol, part, chosen)
     return torch.nn.functional.normalize(chosen, dim=-1)
