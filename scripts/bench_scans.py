@@ -101,7 +101,8 @@ def write_dataset(root: Path, args: argparse.Namespace) -> dict[str, int]:
                 np.save(folder / f"{i:04d}.npy", cloud)
                 sizes.append(len(cloud))
         counts[split] = len(sizes)
-        print(f"{split}: {len(sizes)} scans, points per scan min {min(sizes)} / median {int(np.median(sizes))} / max {max(sizes)}")
+        median = int(np.median(sizes))
+        print(f"{split}: {len(sizes)} scans, points per scan min {min(sizes)} / median {median} / max {max(sizes)}")
     return counts
 
 

@@ -75,7 +75,8 @@ def test_weighted_normals_are_equivariant_and_better_across_a_thin_gap() -> None
                         torch.cat([xy[1], torch.full((300, 1), 0.2, dtype=torch.float64)], 1)])[None]  # fmt: skip
     rotation = random_rotation(torch.Generator().manual_seed(5))
     weighted = estimate_normals(sheets, k=32, weighted=True)
-    torch.testing.assert_close(estimate_normals(sheets @ rotation.T, k=32, weighted=True), weighted @ rotation.T, rtol=0, atol=1e-9)
+    moved = estimate_normals(sheets @ rotation.T, k=32, weighted=True)
+    torch.testing.assert_close(moved, weighted @ rotation.T, rtol=0, atol=1e-9)
     error = {w: (1 - estimate_normals(sheets, k=32, weighted=w)[..., 2].abs()).mean() for w in (False, True)}
     assert error[True] < 0.5 * error[False]
 

@@ -70,7 +70,8 @@ def test_noff_point_cloud_keeps_the_file_normals(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "header, reason", [("4OFF", "4OFF"), ("4NOFF", "4NOFF"), ("nOFF", "nOFF"), ("OFF BINARY", "binary OFF"), ("PLY", "not an OFF")]
+    "header, reason",
+    [("4OFF", "4OFF"), ("4NOFF", "4NOFF"), ("nOFF", "nOFF"), ("OFF BINARY", "binary OFF"), ("PLY", "not an OFF")],
 )
 def test_unsupported_off_variants_are_refused_naming_file_and_header(tmp_path: Path, header: str, reason: str) -> None:
     path = tmp_path / "odd.off"
@@ -142,7 +143,8 @@ def test_stl_ascii_and_binary(tmp_path: Path, kind: str) -> None:
 
 
 def test_ply_point_cloud_with_normals(tmp_path: Path) -> None:
-    header = ["ply", "format ascii 1.0", "element vertex 8"] + [f"property float {p}" for p in ("x", "y", "z", "nx", "ny", "nz")]
+    header = ["ply", "format ascii 1.0", "element vertex 8"]
+    header += [f"property float {p}" for p in ("x", "y", "z", "nx", "ny", "nz")]
     rows = [" ".join(f"{v:g}" for v in [*p, *n]) for p, n in zip(CUBE_V, NORMALS)]
     (tmp_path / "cloud.ply").write_text("\n".join(header + ["end_header"] + rows) + "\n")
     pos, normal = load_point_cloud(tmp_path / "cloud.ply")

@@ -17,6 +17,7 @@ from aug_attn_tasks.points.transforms import (
     Jitter,
     RandomRotation,
     RandomScale,
+    ToData,
     rotation_protocol,
     rotation_transforms,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "ScanObjectNN",
     "ShapeNetPart",
     "SyntheticShapes",
+    "ToData",
     "load_point_cloud",
     "read_obj",
     "read_off",
