@@ -22,7 +22,7 @@ def prepare_cloud(path: str | Path, data: dict[str, Any]) -> tuple[torch.Tensor,
 
     Returns ``pos (num_points, 3)`` and unit ``normal (num_points, 3)`` or None, float32.
     """
-    from aug_attn_tasks.points.datasets import RawCloud, subsample_shape
+    from aug_attn_tasks.points.datasets import MIN_POINTS, RawCloud, subsample_shape
     from aug_attn_tasks.points.io import load_point_cloud
 
     num_points = int(data.get("num_points", 1024))
@@ -30,7 +30,8 @@ def prepare_cloud(path: str | Path, data: dict[str, Any]) -> tuple[torch.Tensor,
     pos, normal = load_point_cloud(path, int(data.get("mesh_points") or num_points), rng)
     sampling = data.get("sampling", "fps")
     sampling = "random" if sampling == "first" else sampling
-    cloud = subsample_shape(RawCloud(pos, normal), str(path), num_points, sampling, rng, allow_fewer=True)
+    min_points = int(data.get("min_points", MIN_POINTS))
+    cloud = subsample_shape(RawCloud(pos, normal), str(path), num_points, sampling, rng, True, min_points)
     points = torch.from_numpy(cloud.pos).float()
     if cloud.normal is None:
         return points, None
