@@ -1,6 +1,6 @@
 """aug-attn: attention-augmented convolution with one relative attention core for 1D, 2D and 3D data."""
 
-from aug_attn import functional, geometry
+from aug_attn import attention_maps, functional, geometry
 from aug_attn.attention import RelativeMultiheadAttention, relative_attention
 from aug_attn.layers import AAConv1d, AAConv2d, RISurConv
 from aug_attn.positional import (
@@ -21,6 +21,7 @@ __all__ = [
     "RelativePositionEncoder1d",
     "RelativePositionEncoder2d",
     "SurfacePositionEncoder",
+    "attention_maps",
     "functional",
     "geometry",
     "relative_attention",

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from aug_attn import attention_maps
 from aug_attn.banded import (
     band_table,
     banded_block_attention,
@@ -311,6 +312,8 @@ class RelativeMultiheadAttention(nn.Module):
             raise ValueError(f"expected tokens (B, N, {self.in_channels}), got {tuple(x.shape)}")
         q, k, v = self.qkv(x).split([self.dk, self.dk, self.dv], dim=-1)  # (B, N, dk), (B, N, dk), (B, N, dv)
         q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))  # (B, h, N, d)
+        if attention_maps.recording():  # off by default: aug_attn.attention_maps.record_attention
+            attention_maps.observe(self, q, k, pos, key_padding_mask)
         out = relative_attention(
             q,
             k,

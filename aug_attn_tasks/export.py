@@ -12,7 +12,8 @@ Inputs and outputs of the exported programs (the module's ``forward``):
   for part segmentation) -> logits ``(B, classes)`` or ``(B, N, parts)``; ``N = data.num_points``;
 - ``images``: normalized ``(B, 3, H, W)`` -> logits ``(B, classes)``.
 
-ONNX needs the optional packages ``onnx`` and ``onnxscript`` (``onnxruntime`` to run it). Every
+ONNX needs the extra ``export`` (``onnx``, ``onnxscript``, and ``onnxruntime`` to check the file;
+``pip install -e ".[export]"``), asked for before the file is written. Every
 model converts with torch 2.14's ONNX exporter except RISurConv with estimated normals (PCA needs
 ``eigh``, which ONNX lacks): export that one as ``.pt2``.
 """
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from aug_attn.optional import import_extra
 from aug_attn_tasks.recipes import load_checkpoint
 
 __all__ = ["example_inputs", "export_module", "export_checkpoint", "FORMATS"]
@@ -96,17 +98,14 @@ def export_module(module: torch.nn.Module, inputs: tuple[Tensor | None, ...], ou
         torch.export.save(program, out)
         with torch.no_grad():
             return _check(torch.export.load(out).module()(*tensors), expected, str(out))
+    for package in ("onnx", "onnxscript", "onnxruntime"):  # the converter, and the runtime that checks its file
+        import_extra(package, "export", "ONNX export")
     try:
         onnx_program = torch.onnx.export(program, tensors, dynamo=True, verbose=False)
-    except ImportError as error:
-        raise ValueError(f"ONNX export needs the optional packages onnx and onnxscript ({error})") from error
     except Exception as error:  # the ONNX converter raises its own error types
         raise ValueError(f"ONNX export of {type(module).__name__} failed ({type(error).__name__}); export it as .pt2") from error
     onnx_program.save(str(out))
-    try:
-        import onnxruntime
-    except ImportError:
-        return float("nan")  # saved, but there is no runtime here to check it
+    onnxruntime = import_extra("onnxruntime", "export", "checking the ONNX file")
     session = onnxruntime.InferenceSession(str(out))
     feeds = {spec.name: x.numpy() for spec, x in zip(session.get_inputs(), tensors)}
     return _check(torch.from_numpy(session.run(None, feeds)[0]), expected, str(out))

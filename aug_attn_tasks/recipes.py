@@ -4,12 +4,15 @@ A recipe module provides ``build_module(config) -> LightningModule`` (which must
 ``save_hyperparameters({"config": config})`` so checkpoints are self-describing),
 ``build_data(config) -> LightningDataModule`` and ``report(metrics, config, run_dir)``
 (print and write the task's final metrics), and optionally ``inference_command(config)``, a
-command template with ``{checkpoint}`` printed after training (None: nothing to print).
+command template with ``{checkpoint}`` printed after training (None: nothing to print), and
+``predictor(module, config, **options)``, the file reader and model runner of batch inference
+(:mod:`aug_attn_tasks.batch`).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Collection
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,8 +36,14 @@ def get_recipe(task: str) -> ModuleType:
     return importlib.import_module(RECIPES[task])
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[L.LightningModule, dict[str, Any]]:
-    """Rebuild the module saved in a training checkpoint (loaded with ``weights_only=True``)."""
+def load_checkpoint(
+    path: str | Path, map_location: str = "cpu", tasks: Collection[str] | None = None
+) -> tuple[L.LightningModule, dict[str, Any]]:
+    """Rebuild the module saved in a training checkpoint (loaded with ``weights_only=True``).
+
+    ``tasks``: the tasks the caller can use; a checkpoint of another task is a ValueError naming
+    its task and the command that reads it, raised before the model is built.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -45,7 +54,12 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[L.Ligh
     config = state.get("hyper_parameters", {}).get("config")
     if not isinstance(config, dict) or "state_dict" not in state:
         raise ValueError(f"{path}: checkpoint has no aug-attn config or state_dict; was it written by `aug-attn train`?")
-    module = get_recipe(config["task"]).build_module(config)
+    recipe = get_recipe(config["task"])
+    if tasks is not None and config["task"] not in tasks:
+        command = recipe.inference_command(config) if hasattr(recipe, "inference_command") else None
+        hint = f"; use it with: {command.format(checkpoint=path)}" if command else ""
+        raise ValueError(f"{path}: a checkpoint of task {config['task']!r}, expected task {' or '.join(map(repr, tasks))}{hint}")
+    module = recipe.build_module(config)
     module.load_state_dict(state["state_dict"])
     module.eval()
     return module, config

@@ -20,7 +20,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from aug_attn.optional import import_extra
 from aug_attn_tasks.config import apply_overrides
+from aug_attn_tasks.confusion import write_confusions
 from aug_attn_tasks.recipes import get_recipe, load_checkpoint
 
 __all__ = ["fit", "evaluate", "RandomState"]
@@ -39,6 +41,7 @@ def _loggers(config: dict[str, Any]) -> list:
     root = Path(output.get("dir", "runs")).resolve()  # absolute: a resumed run finds its checkpoint folder by name
     loggers: list = [CSVLogger(root, name=config["name"])]
     if output.get("tensorboard", False):
+        import_extra("tensorboard", "tensorboard", "output.tensorboard: true")  # Lightning's own error names no extra
         loggers.append(TensorBoardLogger(root, name=config["name"], version=loggers[0].version, sub_dir="tensorboard"))
     return loggers
 
@@ -128,6 +131,7 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     if trainer.is_global_zero:
         (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
         recipe.report(metrics, config, run_dir)
+        write_confusions(module, run_dir)
         chosen = f"best by {checkpoints[0].monitor}" if validate else "last epoch, no validation set"
         print(f"tested checkpoint ({chosen}): {best}")
         command = recipe.inference_command(config) if hasattr(recipe, "inference_command") else None
@@ -150,4 +154,5 @@ def evaluate(checkpoint: str, overrides: list[str] | None = None) -> dict[str, f
         out = Path(checkpoint).resolve().parent / "eval"
         out.mkdir(exist_ok=True)
         recipe.report(metrics, config, out)
+        write_confusions(module, out)
     return metrics

@@ -1,30 +1,73 @@
-"""Tagging metrics on hand-computed examples and chunked (16-window) evaluation."""
+"""Tagging metrics against the textbook definitions (hand-computed cases, ties, random data) and
+chunked (16-window) evaluation."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
 import torch
 
 from aug_attn_tasks.audio.datasets import ClipDataset
-from aug_attn_tasks.audio.metrics import average_precision, roc_auc, tagging_metrics
+from aug_attn_tasks.audio.metrics import tagging_metrics
 from aug_attn_tasks.audio.recipe import TaggingModule
+
+TOL = 1e-6  # torchmetrics returns the areas in float32
+
+
+def pairwise_roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Textbook ROC-AUC: the share of (positive, negative) pairs ranked correctly, ties counting 1/2."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    wins = [1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg)]
+    return float(np.mean(wins))
+
+
+def threshold_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Textbook average precision: ``sum_t (R_t - R_prev) P_t`` over the distinct thresholds t,
+    where ``P_t, R_t`` are precision and recall of the clips scored >= t."""
+    total, ap, prev_recall = labels.sum(), 0.0, 0.0
+    for t in sorted(set(scores.tolist()), reverse=True):
+        kept = scores >= t
+        recall = labels[kept].sum() / total
+        ap += (recall - prev_recall) * labels[kept].sum() / kept.sum()
+        prev_recall = recall
+    return float(ap)
+
+
+def one_tag(scores: list[float], labels: list[int]) -> dict:
+    result = tagging_metrics(np.array(scores)[:, None], np.array(labels)[:, None], ["t"])
+    return result["per_tag"]["t"]
 
 
 def test_roc_auc_and_average_precision_by_hand():
-    scores = np.array([0.9, 0.8, 0.7, 0.6])
-    labels = np.array([1, 0, 1, 0])
     # Positive-negative pairs ranked correctly: (0.9>0.8), (0.9>0.6), (0.7>0.6); wrong: (0.7<0.8) -> 3/4.
-    assert roc_auc(scores, labels) == pytest.approx(0.75)
     # Precision at each positive: 1/1 at rank 1, 2/3 at rank 3; AP = (1 + 2/3) / 2.
-    assert average_precision(scores, labels) == pytest.approx(5 / 6)
+    m = one_tag([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0])
+    assert m["roc_auc"] == pytest.approx(0.75) and m["pr_auc"] == pytest.approx(5 / 6)
+    assert m["positives"] == 2
 
 
 def test_ties_count_half():
-    scores = np.array([0.5, 0.5, 0.1])
-    labels = np.array([1, 0, 0])
-    assert roc_auc(scores, labels) == pytest.approx(0.75)  # one tie (1/2) and one win, over 2 pairs
-    assert average_precision(scores, labels) == pytest.approx(0.5)  # threshold 0.5 keeps both: precision 1/2
+    m = one_tag([0.5, 0.5, 0.1], [1, 0, 0])
+    assert m["roc_auc"] == pytest.approx(0.75)  # one tie (1/2) and one win, over 2 pairs
+    assert m["pr_auc"] == pytest.approx(0.5)  # threshold 0.5 keeps both: precision 1/2
+    # All scores tied: chance ROC-AUC, AP = the share of positives.
+    m = one_tag([0.3] * 5, [1, 0, 0, 1, 0])
+    assert m["roc_auc"] == pytest.approx(0.5) and m["pr_auc"] == pytest.approx(2 / 5)
+
+
+def test_random_scores_with_ties_match_the_textbook_definitions():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, size=(40, 5)) / 5.0  # 6 distinct values: many ties
+    targets = (rng.random((40, 5)) < 0.35).astype(np.int64)
+    result = tagging_metrics(scores, targets, list("abcde"))
+    assert result["excluded"] == {}
+    for t, tag in enumerate("abcde"):
+        assert result["per_tag"][tag]["roc_auc"] == pytest.approx(pairwise_roc_auc(scores[:, t], targets[:, t]), abs=TOL)
+        assert result["per_tag"][tag]["pr_auc"] == pytest.approx(threshold_average_precision(scores[:, t], targets[:, t]), abs=TOL)
+    roc = np.mean([pairwise_roc_auc(scores[:, t], targets[:, t]) for t in range(5)])
+    assert result["roc_auc"] == pytest.approx(roc, abs=TOL)
 
 
 def test_tags_without_positives_are_reported_and_excluded():
@@ -34,6 +77,19 @@ def test_tags_without_positives_are_reported_and_excluded():
     assert result["excluded"] == {"b": "no positive clip", "c": "no negative clip"}
     assert list(result["per_tag"]) == ["a"]
     assert result["roc_auc"] == pytest.approx(1.0) and result["pr_auc"] == pytest.approx(1.0)
+    nothing = tagging_metrics(scores[:, 1:2], targets[:, 1:2], ["b"])
+    assert np.isnan(nothing["roc_auc"]) and np.isnan(nothing["pr_auc"]) and nothing["excluded"] == {"b": "no positive clip"}
+
+
+def test_bad_inputs_are_errors():
+    with pytest.raises(ValueError, match=r"must both be \(N, 2\)"):
+        tagging_metrics(np.zeros((3, 2)), np.zeros((3, 3)), ["a", "b"])
+    with pytest.raises(ValueError, match="probabilities"):
+        tagging_metrics(np.array([[np.nan], [0.5]]), np.array([[1], [0]]), ["a"])
+    with pytest.raises(ValueError, match="probabilities"):
+        tagging_metrics(np.array([[3.0], [0.5]]), np.array([[1], [0]]), ["a"])  # logits, not probabilities
+    with pytest.raises(ValueError, match="0 or 1"):
+        tagging_metrics(np.array([[0.2], [0.5]]), np.array([[2], [0]]), ["a"])
 
 
 def test_chunked_evaluation_averages_sigmoid_over_16_evenly_spaced_windows():

@@ -11,6 +11,7 @@ import yaml
 from aug_attn_tasks.audio.recipe import PER_TAG_FILE, build_module
 from aug_attn_tasks.audio.synthetic import SYNTHETIC_TAGS, synthetic_clip
 from aug_attn_tasks.cli import main
+from pictures import assert_picture
 
 TINY_MODEL = {
     "name": "muslcat",
@@ -81,16 +82,21 @@ def test_train_then_tag_from_the_command_line(tiny_run, capsys):
     table = (run_dir / PER_TAG_FILE).read_text().splitlines()
     assert table[0] == "tag\troc_auc\tpr_auc\tpositives" and len(table) == 1 + len(SYNTHETIC_TAGS)
     assert (run_dir / "metrics.csv").is_file() and list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert main(["plot", str(run_dir), "--out", str(root / "plots")]) == 0
+    assert capsys.readouterr().out.split()[1::2] == [str(root / "plots" / n) for n in ("curves.png", "roc_auc_per_tag.png")]
+    assert_picture(root / "plots" / "curves.png")
+    assert_picture(root / "plots" / "roc_auc_per_tag.png")
 
     wave, _ = synthetic_clip(5, 0, seconds=0.5, sample_rate=22050)
     audio_path = root / "song.wav"
     sf.write(audio_path, np.stack([wave, wave], axis=1), 22050)  # stereo at another rate
     checkpoint = run_dir / "checkpoints" / "best.ckpt"
     assert main(["tag", str(audio_path), "--checkpoint", str(checkpoint), "--top", "3", "--hop", "0.02"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3
-    probs = [float(line.split("\t")[1]) for line in lines]
-    assert all(line.split("\t")[0] in SYNTHETIC_TAGS for line in lines)
+    header, row = capsys.readouterr().out.splitlines()  # tab-separated: path, (label, probability) x 3, error
+    cells = row.split("\t")
+    assert header.split("\t")[0] == "path" and cells[0] == str(audio_path) and cells[-1] == ""
+    tags, probs = cells[1:7:2], [float(p) for p in cells[2:7:2]]
+    assert set(tags) <= set(SYNTHETIC_TAGS)
     assert probs == sorted(probs, reverse=True) and all(0.0 <= p <= 1.0 for p in probs)
 
 

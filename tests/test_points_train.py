@@ -17,6 +17,7 @@ from aug_attn_tasks.points.datasets import SHAPENET_PARTS
 from aug_attn_tasks.points.metrics import ClassAccuracy, PartIoU
 from aug_attn_tasks.points.recipe import build_module, metric_key
 from aug_attn_tasks.points.synthetic import SHAPES
+from pictures import assert_picture
 
 TINY_DATA = {
     "dataset": "synthetic",
@@ -314,6 +315,12 @@ def test_classify_cli(tmp_path: Path, capsys) -> None:
     assert "z/z: OA" in printed and "z/SO3: OA" in printed and f"use it: aug-attn classify POINT_CLOUD_FILE --checkpoint {checkpoint}" in printed
     metrics = json.loads(next(tmp_path.rglob("test_metrics.json")).read_text())
     assert {"test/z_z/oa", "test/z_z/macc", "test/z_SO3/oa", "test/z_SO3/macc"} <= set(metrics)
+    run_dir = checkpoint.parent.parent
+    assert main(["plot", str(run_dir)]) == 0  # curves, a confusion matrix per protocol, accuracy per rotation
+    pictures = ["curves.png", "confusion_z_SO3.png", "confusion_z_z.png", "accuracy_per_rotation.png"]
+    assert capsys.readouterr().out.splitlines() == [f"wrote {run_dir / name}" for name in pictures]
+    for name in pictures:
+        assert_picture(run_dir / name)
 
     # `aug-attn test` with another set of test rotations than the run's
     rotations = "--data.test_rotations=[so3, none]"
@@ -332,10 +339,10 @@ def test_classify_cli(tmp_path: Path, capsys) -> None:
     (tmp_path / "cube.off").write_text("\n".join(lines) + "\n")
     for name in ("box.npy", "box.txt", "cube.off"):
         assert main(["classify", str(tmp_path / name), "--checkpoint", str(checkpoint), "--top", "3"]) == 0
-        lines = capsys.readouterr().out.strip().splitlines()
-        assert len(lines) == 3
-        names, probs = zip(*(line.split("\t") for line in lines))
-        assert set(names) <= set(SHAPES)
-        assert list(map(float, probs)) == sorted(map(float, probs), reverse=True)
+        _, row = capsys.readouterr().out.splitlines()  # header, then path, (class, probability) x 3, error
+        cells = row.split("\t")
+        names, probs = cells[1:7:2], list(map(float, cells[2:7:2]))
+        assert cells[0] == str(tmp_path / name) and set(names) <= set(SHAPES)
+        assert probs == sorted(probs, reverse=True)
     assert main(["classify", str(tmp_path / "missing.off"), "--checkpoint", str(checkpoint)]) == 2
     assert "missing.off" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Point-cloud geometry in pure torch: sampling, neighbour search, normals, rotation-invariant features."""
 
+from aug_attn.geometry.frame import NUM_GLOBAL_FEATURES, PrincipalFrame, frame_features, principal_frame
 from aug_attn.geometry.neighbors import (
     ball_query,
     farthest_point_sample,
@@ -7,6 +8,7 @@ from aug_attn.geometry.neighbors import (
     interpolate,
     knn,
     masked_centroid,
+    point_inputs,
     to_dense,
 )
 from aug_attn.geometry.normals import estimate_normals
@@ -22,19 +24,24 @@ from aug_attn.geometry.surface import (
 )
 
 __all__ = [
+    "NUM_GLOBAL_FEATURES",
     "NUM_PAIR_FEATURES",
     "NUM_SURFACE_FEATURES",
     "Neighborhoods",
+    "PrincipalFrame",
     "ball_query",
     "build_neighborhoods",
     "cyclic_order",
     "estimate_normals",
     "farthest_point_sample",
+    "frame_features",
     "gather",
     "interpolate",
     "knn",
     "masked_centroid",
     "pair_features",
+    "point_inputs",
+    "principal_frame",
     "safe_normalize",
     "surface_features",
 ]

@@ -13,10 +13,12 @@ of PointNet++ (Qi et al. 2017) repeats its first hit. Indices are never differen
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
-__all__ = ["to_dense", "gather", "masked_centroid", "farthest_point_sample", "knn", "ball_query", "interpolate"]
+__all__ = ["point_inputs", "to_dense", "gather", "masked_centroid", "farthest_point_sample", "knn", "ball_query", "interpolate"]
 
 DEFAULT_CHUNK_SIZE = 1024
 
@@ -52,6 +54,37 @@ def to_dense(batch: Tensor, *values: Tensor, batch_size: int | None = None) -> t
         out[batch, slot] = value
         dense.append(out)
     return dense, mask
+
+
+def point_inputs(
+    pos: Tensor | Any,
+    normal: Tensor | None = None,
+    batch: Tensor | None = None,
+    x: Tensor | None = None,
+    category: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """The inputs of a point model, given as tensors or as one PyTorch Geometric ``Data``/``Batch``.
+
+    A ``Data``/``Batch`` (duck-typed: anything with a ``pos`` tensor, so the library does not import
+    PyG) gives its ``pos (P, 3)``, ``normal``, ``x``, ``category`` (when present) and ``batch``; a
+    single ``Data`` has no ``batch`` and becomes a batch of one cloud. Tensors pass through.
+
+    Returns:
+        ``pos, normal, batch, x, category``.
+    """
+    if isinstance(pos, Tensor):
+        return pos, normal, batch, x, category
+    data = pos
+    if not isinstance(getattr(data, "pos", None), Tensor):
+        raise TypeError(f"expected pos as a tensor or a PyG Data/Batch with a pos tensor, got {type(data).__name__}")
+    if any(value is not None for value in (normal, batch, x)):
+        raise ValueError("pass either a PyG Data/Batch or the tensors pos, normal, batch, x, not both")
+    pos = data.pos
+    batch = getattr(data, "batch", None)
+    if batch is None:
+        batch = torch.zeros(len(pos), dtype=torch.long, device=pos.device)
+    category = getattr(data, "category", None) if category is None else category
+    return pos, getattr(data, "normal", None), batch, getattr(data, "x", None), category
 
 
 def gather(x: Tensor, idx: Tensor) -> Tensor:

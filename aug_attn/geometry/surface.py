@@ -73,7 +73,8 @@ def cyclic_order(rel: Tensor, normal: Tensor, eps: float = EPS) -> Tensor:
     Tie-breaks, all frame-free: the reference is the longest tangent projection (lowest slot on
     ties); neighbours with no tangent component (the centre itself, points along the normal) come
     first; angles within ``sqrt(machine eps)`` of the reference count as 0 so that rounding cannot
-    wrap them to ``2 pi``; equal angles keep their slot order (stable sort). With no tangent
+    wrap them to ``2 pi``, and those within it of ``pi`` count as ``pi``; equal angles keep their
+    slot order (stable sort). With no tangent
     component at all (every neighbour on the normal line) the slot order is kept.
 
     Args:
@@ -92,7 +93,11 @@ def cyclic_order(rel: Tensor, normal: Tensor, eps: float = EPS) -> Tensor:
     e2 = torch.linalg.cross(n, e1)
     angle = torch.atan2(_dot(tangent, e2), _dot(tangent, e1))  # (..., K) in (-pi, pi]
     tol = torch.finfo(rel.dtype).eps ** 0.5
-    angle = torch.where(angle < -tol, angle + 2 * math.pi, angle.clamp_min(0.0))
+    angle = torch.where(angle < -tol, angle + 2 * math.pi, angle)
+    # Neighbours on the reference's line (collinear neighbourhoods) sit at 0 or pi up to rounding,
+    # which would order them: snap them, so that their slots (nearest first) decide.
+    for snap in (0.0, math.pi):
+        angle = torch.where((angle - snap).abs() <= tol, torch.full_like(angle, snap), angle)
     angle = angle.masked_fill(length2 <= eps * eps, -1.0)
     if torch.compiler.is_exporting():  # ONNX has no stable sort
         return stable_argsort(angle)

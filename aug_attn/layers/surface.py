@@ -75,10 +75,12 @@ def dense_points(
     x: Tensor | None = None,
     normal_k: int = 16,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    normal_weighted: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     """Bring dense ``(B, N, ...)`` or PyG ragged ``(P, ...)`` + ``batch (P,)`` inputs to dense form.
 
-    Normals are taken as given (renormalised) or estimated by :func:`~aug_attn.geometry.estimate_normals`.
+    Normals are taken as given (renormalised) or estimated by :func:`~aug_attn.geometry.estimate_normals`
+    (``normal_k`` neighbours, distance-weighted with ``normal_weighted``).
 
     Returns:
         ``pos (B, N, 3)``, unit ``normal (B, N, 3)``, ``x (B, N, C)`` or None, ``mask (B, N)``
@@ -90,7 +92,7 @@ def dense_points(
     if pos.dim() != 3 or pos.shape[-1] != 3:
         raise ValueError(f"pos must be (B, N, 3), or (P, 3) with batch, got {tuple(pos.shape)}")
     if normal is None:
-        normal = estimate_normals(pos, normal_k, mask, chunk_size)
+        normal = estimate_normals(pos, normal_k, mask, chunk_size, normal_weighted)
     elif normal.shape != pos.shape:
         raise ValueError(f"normal {tuple(normal.shape)} must match pos {tuple(pos.shape)}")
     else:
@@ -115,6 +117,7 @@ class RISurConv(nn.Module):
         normal_k: neighbours for normal estimation when no normals are given.
         chunk_size: query block of the neighbour searches.
         max_logits_elements: query-block budget of the attention core.
+        normal_weighted: distance-weighted normal estimation (noisy or unevenly sampled surfaces).
 
     Shapes (:meth:`forward`):
         dense: ``x (B, N, C_in)`` or None, ``pos (B, N, 3)``, ``normal (B, N, 3)`` or None ->
@@ -137,6 +140,7 @@ class RISurConv(nn.Module):
         normal_k: int = 16,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_logits_elements: int = DEFAULT_MAX_LOGITS_ELEMENTS,
+        normal_weighted: bool = False,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -154,7 +158,7 @@ class RISurConv(nn.Module):
             raise ValueError(f"dv={self.dv} must leave conv channels in out_channels={out_channels}")
         self.in_channels, self.out_channels, self.num_heads = in_channels, out_channels, num_heads
         self.num_samples, self.num_neighbors = num_samples, num_neighbors
-        self.normal_k, self.chunk_size = normal_k, chunk_size
+        self.normal_k, self.chunk_size, self.normal_weighted = normal_k, chunk_size, normal_weighted
         self.feature_mlp = SharedMLP((NUM_SURFACE_FEATURES, *feature_channels), **factory)
         token_channels = feature_channels[-1] + in_channels
         self.conv = SharedMLP((token_channels, out_channels - self.dv), **factory)
@@ -185,7 +189,7 @@ class RISurConv(nn.Module):
     def forward(
         self, x: Tensor | None, pos: Tensor, normal: Tensor | None = None, batch: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        pos, normal, x, mask = dense_points(pos, normal, batch, x, self.normal_k, self.chunk_size)
+        pos, normal, x, mask = dense_points(pos, normal, batch, x, self.normal_k, self.chunk_size, self.normal_weighted)
         hood = self.neighborhoods(pos, normal, mask)
         out = self.aggregate(x, hood)  # (B, M, C_out)
         if batch is None:

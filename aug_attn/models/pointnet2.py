@@ -32,11 +32,12 @@ skip features are the one-hot category, the coordinates and the normals; a per-p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from aug_attn.geometry import ball_query, farthest_point_sample, gather, interpolate, knn, to_dense
+from aug_attn.geometry import ball_query, farthest_point_sample, gather, interpolate, knn, point_inputs, to_dense
 from aug_attn.geometry.neighbors import DEFAULT_CHUNK_SIZE
 from aug_attn.layers.surface import SharedMLP
 from aug_attn.models.risurconv import category_features
@@ -153,7 +154,7 @@ class PointNet2Classifier(nn.Module):
         chunk_size: query block of neighbour searches.
 
     Shapes (:meth:`forward`): ``pos (B, N, 3)`` (+ ``normal (B, N, 3)``, ``x (B, N, C)``) or PyG
-    ragged ``pos (P, 3)`` with ``batch (P,)`` -> logits ``(B, num_classes)``. The signature matches
+    ragged ``pos (P, 3)`` with ``batch (P,)``, or a PyG ``Data``/``Batch``, -> logits ``(B, num_classes)``. The signature matches
     :class:`~aug_attn.models.RISurConvClassifier`, so the two are interchangeable in a training loop.
     """
 
@@ -183,8 +184,9 @@ class PointNet2Classifier(nn.Module):
         )
 
     def forward(
-        self, pos: Tensor, normal: Tensor | None = None, batch: Tensor | None = None, x: Tensor | None = None
+        self, pos: Tensor | Any, normal: Tensor | None = None, batch: Tensor | None = None, x: Tensor | None = None
     ) -> Tensor:
+        pos, normal, batch, x, _ = point_inputs(pos, normal, batch, x)  # a PyG Data/Batch, or tensors
         pos, features, mask = _dense_inputs(self, pos, normal, batch, x)  # (B, N, 3), (B, N, C) or None, (B, N) or None
         for level in self.levels:
             pos, features = level(pos, features, mask)  # (B, M, 3), (B, M, C)
@@ -255,12 +257,13 @@ class PointNet2Segmenter(nn.Module):
 
     def forward(
         self,
-        pos: Tensor,
+        pos: Tensor | Any,
         normal: Tensor | None = None,
         batch: Tensor | None = None,
         x: Tensor | None = None,
         category: Tensor | None = None,
     ) -> Tensor:
+        pos, normal, batch, x, category = point_inputs(pos, normal, batch, x, category)  # PyG Data/Batch or tensors
         pos, features, mask = _dense_inputs(self, pos, normal, batch, x)  # (B, N, 3), (B, N, C) or None, (B, N) or None
         onehot = category_features(category, self.num_categories, pos)
         inputs = [t for t in (onehot, pos, features) if t is not None]  # (B, N, num_categories + 3 + C)

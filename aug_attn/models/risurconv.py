@@ -20,18 +20,33 @@ Deliberate differences from the public code:
   all points around the origin;
 - feature propagation interpolates by inverse distance over the 3 nearest coarser points
   (PointNet++), not through another RI convolution.
+
+Addition (``global_context=True``, off by default so the paper's network stays the default): every
+input point and, in the classifier, every last-stage centre also gets the 5 rotation-invariant
+coordinates of :func:`~aug_attn.geometry.frame_features` in the cloud's canonical principal frame
+(signs fixed equivariantly by third moments, faded out where the spectrum is degenerate). Local
+features cannot tell apart parts that look alike locally; these say where in the shape a part is,
+and keep exact invariance.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aug_attn.attention import RelativeMultiheadAttention
-from aug_attn.geometry import Neighborhoods, interpolate
+from aug_attn.geometry import (
+    NUM_GLOBAL_FEATURES,
+    Neighborhoods,
+    frame_features,
+    interpolate,
+    point_inputs,
+    principal_frame,
+)
 from aug_attn.geometry.neighbors import DEFAULT_CHUNK_SIZE
 from aug_attn.layers.surface import RISurConv, SharedMLP, dense_points
 from aug_attn.positional.surface import SurfacePositionEncoder
@@ -104,6 +119,8 @@ class _RISurConvEncoder(nn.Module):
         pair_hidden: int,
         normal_k: int,
         chunk_size: int,
+        global_context: bool,
+        normal_weighted: bool,
         factory: dict,
     ) -> None:
         super().__init__()
@@ -112,7 +129,10 @@ class _RISurConvEncoder(nn.Module):
                 f"samples {tuple(samples)}, neighbors {tuple(neighbors)}, channels {tuple(channels)} must have one entry per stage"
             )
         self.in_channels, self.normal_k, self.chunk_size = in_channels, normal_k, chunk_size
-        widths = (in_channels, *channels)
+        self.global_context, self.normal_weighted = global_context, normal_weighted
+        # The first stage reads the user's features and, with global context, the frame features.
+        self.point_channels = in_channels + NUM_GLOBAL_FEATURES * global_context
+        widths = (self.point_channels, *channels)
         self.stages = nn.ModuleList(
             RISurConv(
                 widths[i], widths[i + 1], samples[i], neighbors[i], feature_channels,
@@ -131,14 +151,22 @@ class _RISurConvEncoder(nn.Module):
 
     def encode(
         self, pos: Tensor, normal: Tensor | None, batch: Tensor | None, x: Tensor | None
-    ) -> tuple[list[Tensor | None], list[Neighborhoods], Tensor, Tensor | None]:
-        """Features of every level (input points first), the neighbourhoods, dense ``pos`` and ``mask``."""
-        pos, normal, x, mask = dense_points(pos, normal, batch, x, self.normal_k, self.chunk_size)
+    ) -> tuple[list[Tensor | None], list[Neighborhoods], Tensor, Tensor | None, Tensor | None]:
+        """Features of every level (input points first), the neighbourhoods, dense ``pos`` and ``mask``,
+        and the frame features of the last centres ``(B, M_last, 5)`` (None without global context)."""
+        pos, normal, x, mask = dense_points(pos, normal, batch, x, self.normal_k, self.chunk_size, self.normal_weighted)
         hoods = self.neighborhoods(pos, normal, mask)
+        last = None
+        if self.global_context:
+            frame = principal_frame(pos, mask)
+            dtype = self.stages[0].norm.weight.dtype
+            context = frame_features(pos, frame).to(dtype)  # (B, N, 5)
+            x = context if x is None else torch.cat([x, context], dim=-1)
+            last = frame_features(hoods[-1].pos, frame).to(dtype)  # (B, M_last, 5)
         features = [x]
         for stage, hood in zip(self.stages, hoods):
             features.append(stage.aggregate(features[-1], hood))  # (B, M_i, C_i)
-        return features, hoods, pos, mask
+        return features, hoods, pos, mask, last
 
 
 class RISurConvClassifier(nn.Module):
@@ -156,9 +184,12 @@ class RISurConvClassifier(nn.Module):
         num_heads, feature_channels, pair_hidden: of every :class:`RISurConv`.
         normal_k: neighbours for normal estimation when no normals are given.
         chunk_size: query block of neighbour searches.
+        global_context: add the canonical-frame features (module docstring) to the input points
+            and the last centres.
+        normal_weighted: distance-weighted normal estimation (see :func:`~aug_attn.geometry.estimate_normals`).
 
     Shapes (:meth:`forward`): ``pos (B, N, 3)`` (+ ``normal (B, N, 3)``, ``x (B, N, C)``) or PyG ragged
-    ``pos (P, 3)`` with ``batch (P,)`` -> logits ``(B, num_classes)``.
+    ``pos (P, 3)`` with ``batch (P,)``, or a PyG ``Data``/``Batch`` -> logits ``(B, num_classes)``.
     """
 
     def __init__(
@@ -178,15 +209,18 @@ class RISurConvClassifier(nn.Module):
         pair_hidden: int = 16,
         normal_k: int = 16,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        global_context: bool = False,
+        normal_weighted: bool = False,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.encoder = _RISurConvEncoder(
-            in_channels, samples, neighbors, channels, feature_channels, num_heads, pair_hidden, normal_k, chunk_size, factory
-        )
-        self.global_mlp = SharedMLP((channels[-1], global_channels), **factory)
+            in_channels, samples, neighbors, channels, feature_channels, num_heads, pair_hidden, normal_k, chunk_size,
+            global_context, normal_weighted, factory,
+        )  # fmt: skip
+        self.global_mlp = SharedMLP((channels[-1] + NUM_GLOBAL_FEATURES * global_context, global_channels), **factory)
         self.transformer = nn.ModuleList(
             SurfaceTransformerBlock(global_channels, transformer_heads, 4 * global_channels, 0.05, pair_hidden, **factory)
             for _ in range(transformer_layers)
@@ -197,10 +231,11 @@ class RISurConvClassifier(nn.Module):
         )
 
     def forward(
-        self, pos: Tensor, normal: Tensor | None = None, batch: Tensor | None = None, x: Tensor | None = None
+        self, pos: Tensor | Any, normal: Tensor | None = None, batch: Tensor | None = None, x: Tensor | None = None
     ) -> Tensor:
-        features, hoods, _, _ = self.encoder.encode(pos, normal, batch, x)
-        tokens = self.global_mlp(features[-1])  # (B, M_last, G)
+        pos, normal, batch, x, _ = point_inputs(pos, normal, batch, x)  # a PyG Data/Batch, or tensors
+        features, hoods, _, _, last = self.encoder.encode(pos, normal, batch, x)
+        tokens = self.global_mlp(features[-1] if last is None else torch.cat([features[-1], last], -1))  # (B, M_last, G)
         geometry = (hoods[-1].pos, hoods[-1].normal)
         for block in self.transformer:
             tokens = block(tokens, geometry)
@@ -219,10 +254,12 @@ class RISurConvSegmenter(nn.Module):
         samples, neighbors, channels: encoder stages (defaults: the paper's).
         decoder_channels: output width of each propagation step, coarsest first (one per stage).
         head_channels, dropout: hidden width and dropout of the per-point head.
-        num_heads, feature_channels, pair_hidden, normal_k, chunk_size: as :class:`RISurConvClassifier`.
+        num_heads, feature_channels, pair_hidden, normal_k, chunk_size, global_context, normal_weighted:
+            as :class:`RISurConvClassifier` (global context: at the input points, also skip features).
 
     Shapes (:meth:`forward`): dense ``pos (B, N, 3)`` -> ``(B, N, num_parts)``; PyG ragged
-    ``pos (P, 3)`` with ``batch (P,)`` -> ``(P, num_parts)``; ``category``: ``(B,)`` int64 labels.
+    ``pos (P, 3)`` with ``batch (P,)``, or a PyG ``Data``/``Batch`` (its ``category`` too, when it
+    has one) -> ``(P, num_parts)``; ``category``: ``(B,)`` int64 labels.
     """
 
     def __init__(
@@ -241,6 +278,8 @@ class RISurConvSegmenter(nn.Module):
         pair_hidden: int = 16,
         normal_k: int = 16,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        global_context: bool = False,
+        normal_weighted: bool = False,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -250,9 +289,10 @@ class RISurConvSegmenter(nn.Module):
             raise ValueError(f"decoder_channels {tuple(decoder_channels)} needs one width per stage {tuple(channels)}")
         self.num_categories = num_categories
         self.encoder = _RISurConvEncoder(
-            in_channels, samples, neighbors, channels, feature_channels, num_heads, pair_hidden, normal_k, chunk_size, factory
-        )
-        skips = (in_channels + num_categories, *channels[:-1])  # features of the target levels, finest first
+            in_channels, samples, neighbors, channels, feature_channels, num_heads, pair_hidden, normal_k, chunk_size,
+            global_context, normal_weighted, factory,
+        )  # fmt: skip
+        skips = (self.encoder.point_channels + num_categories, *channels[:-1])  # features of the target levels, finest first
         widths = (channels[-1], *decoder_channels)
         self.propagate = nn.ModuleList(
             SharedMLP((widths[i] + skips[-1 - i], widths[i + 1]), **factory) for i in range(len(decoder_channels))
@@ -270,13 +310,14 @@ class RISurConvSegmenter(nn.Module):
 
     def forward(
         self,
-        pos: Tensor,
+        pos: Tensor | Any,
         normal: Tensor | None = None,
         batch: Tensor | None = None,
         x: Tensor | None = None,
         category: Tensor | None = None,
     ) -> Tensor:
-        features, hoods, dense_pos, mask = self.encoder.encode(pos, normal, batch, x)
+        pos, normal, batch, x, category = point_inputs(pos, normal, batch, x, category)  # PyG Data/Batch or tensors
+        features, hoods, dense_pos, mask, _ = self.encoder.encode(pos, normal, batch, x)
         features[0] = self._input_features(features[0], category, dense_pos)
         positions = [dense_pos] + [hood.pos for hood in hoods]  # finest first
         y = features[-1]  # (B, M_last, C_last)

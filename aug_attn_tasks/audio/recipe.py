@@ -38,6 +38,13 @@ def inference_command(config: dict[str, Any]) -> str:
     return "aug-attn tag AUDIO_FILE --checkpoint {checkpoint}"
 
 
+def predictor(module: "TaggingModule", config: dict[str, Any], hop_seconds: float | None = None):
+    """The batch predictor of ``aug-attn tag`` (see :class:`~aug_attn_tasks.audio.predict.AudioPredictor`)."""
+    from aug_attn_tasks.audio.predict import AudioPredictor
+
+    return AudioPredictor(module, config, hop_seconds)
+
+
 def build_model(model_cfg: dict[str, Any], num_tags: int) -> nn.Module:
     """The model named by ``model_cfg["name"]``, other keys as constructor arguments."""
     kwargs = dict(model_cfg)

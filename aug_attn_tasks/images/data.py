@@ -1,6 +1,9 @@
 """Image data for the ``images`` recipe: splits, batched augmentation and normalization in pure torch.
 
-Validation split: ``data.val_size`` images (an int, or a fraction of the training set) are carved
+Datasets (``data.dataset``): ``synthetic``, ``cifar10`` / ``cifar100`` (:mod:`~aug_attn_tasks.images.cifar`),
+``imagefolder`` (PNG/JPEG files, :mod:`~aug_attn_tasks.images.folder`).
+
+Validation split (unless an image folder has a ``valid/`` split): ``data.val_size`` images (an int, or a fraction of the training set) are carved
 from the **training** set by a permutation seeded with ``data.split_seed``, so checkpoint
 selection never sees the test set; the test split is only used by ``trainer.test``.
 ``data.val_size: 0`` trains on the whole training set without validation, the papers' protocol:
@@ -20,10 +23,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from aug_attn_tasks.images.cifar import CIFAR_LAYOUTS, load_cifar
+from aug_attn_tasks.images.folder import imagefolder_classes, load_imagefolder
 from aug_attn_tasks.images.synthetic import SYNTHETIC_CLASSES, synthetic_images
 from aug_attn_tasks.loaders import eval_loader, train_loader
 
-__all__ = ["ImageDataModule", "random_crop_flip", "channel_stats", "num_classes_of"]
+__all__ = ["ImageDataModule", "random_crop_flip", "channel_stats", "num_classes_of", "class_names_of"]
 
 
 def random_crop_flip(images: Tensor, padding: int, generator: torch.Generator | None = None) -> Tensor:
@@ -69,18 +73,32 @@ def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
 def num_classes_of(data_cfg: dict[str, Any]) -> int:
     """Number of classes of the configured dataset."""
     dataset = data_cfg.get("dataset", "synthetic")
-    if dataset == "synthetic":
-        return len(SYNTHETIC_CLASSES)
-    if dataset in CIFAR_LAYOUTS:
+    if dataset in CIFAR_LAYOUTS and "class_names" not in data_cfg:
         return CIFAR_LAYOUTS[dataset].num_classes
-    raise ValueError(f"data.dataset={dataset!r}: expected synthetic, {', '.join(CIFAR_LAYOUTS)}")
+    return len(class_names_of(data_cfg))
+
+
+def class_names_of(data_cfg: dict[str, Any]) -> list[str]:
+    """Class names: ``data.class_names`` when set (checkpoints of image folders carry them), else the
+    dataset's (the synthetic set's, an image folder's class folders; CIFAR: the label indices)."""
+    if "class_names" in data_cfg:
+        return list(data_cfg["class_names"])
+    dataset = data_cfg.get("dataset", "synthetic")
+    if dataset == "synthetic":
+        return list(SYNTHETIC_CLASSES)
+    if dataset == "imagefolder":
+        return imagefolder_classes(data_cfg)
+    if dataset in CIFAR_LAYOUTS:
+        return [str(i) for i in range(CIFAR_LAYOUTS[dataset].num_classes)]
+    raise ValueError(f"data.dataset={dataset!r}: expected synthetic, imagefolder, {', '.join(CIFAR_LAYOUTS)}")
 
 
 class ImageDataModule(L.LightningDataModule):
     """Train/val/test loaders of uint8 images; batches become normalized float after transfer.
 
-    ``data`` config keys: ``dataset`` (synthetic | cifar10 | cifar100), ``root`` (CIFAR location, see
-    :func:`~aug_attn_tasks.images.cifar.load_cifar`), ``num_train`` / ``num_test`` / ``image_size``
+    ``data`` config keys: ``dataset`` (synthetic | cifar10 | cifar100 | imagefolder), ``root`` (CIFAR location, see
+    :func:`~aug_attn_tasks.images.cifar.load_cifar`, or the image folder), ``image_size``, ``resize``,
+    ``test_size`` (image folders), ``num_train`` / ``num_test`` / ``image_size``
     ``synthetic_seed`` (synthetic), ``val_size``, ``split_seed``, ``batch_size``, ``eval_batch_size``, ``num_workers``,
     ``augment``, ``crop_padding``.
 
@@ -99,7 +117,8 @@ class ImageDataModule(L.LightningDataModule):
         #: tests the last checkpoint.
         self.has_validation = val_size != 0
 
-    def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _load(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """``split -> (images (N, 3, H, W) uint8, labels (N,))`` for train and test (and val, when given)."""
         cfg = self.cfg
         dataset = cfg.get("dataset", "synthetic")
         if dataset == "synthetic":
@@ -107,27 +126,34 @@ class ImageDataModule(L.LightningDataModule):
             # Different seeds per split so that test images are new draws, not copies of training ones.
             train = synthetic_images(int(cfg.get("num_train", 5000)), base + 1, size)
             test = synthetic_images(int(cfg.get("num_test", 2000)), base + 2, size)
-            return *train, *test
+            return {"train": train, "test": test}
+        if dataset == "imagefolder":
+            return load_imagefolder(cfg)
         if "root" not in cfg:
             raise ValueError(f"data.root is required for data.dataset={dataset} (the archive or its folder)")
         train, test = load_cifar(cfg["root"], dataset, "train"), load_cifar(cfg["root"], dataset, "test")
-        return train.images, train.labels, test.images, test.labels
+        return {"train": (train.images, train.labels), "test": (test.images, test.labels)}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        train_x, train_y, test_x, test_y = self._load()
-        val_size = self.cfg.get("val_size", 0.1)
-        n_val = int(round(val_size * len(train_x))) if isinstance(val_size, float) else int(val_size)
-        if self.has_validation and not 0 < n_val < len(train_x):
-            raise ValueError(f"data.val_size={val_size} must leave images for both train and validation (or be 0: no validation)")
-        order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(int(self.cfg.get("split_seed", 0))))
-        val_idx, train_idx = order[:n_val], order[n_val:]
-        self.mean, self.std = channel_stats(train_x[train_idx])
+        loaded = self._load()
+        train_x, train_y = loaded["train"]
+        if "val" in loaded:  # the dataset's own validation split
+            val_x, val_y = loaded["val"]
+        else:
+            val_size = self.cfg.get("val_size", 0.1)
+            n_val = int(round(val_size * len(train_x))) if isinstance(val_size, float) else int(val_size)
+            if self.has_validation and not 0 < n_val < len(train_x):
+                raise ValueError(f"data.val_size={val_size} must leave images for both train and validation (or be 0: no validation)")
+            order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(int(self.cfg.get("split_seed", 0))))
+            val_idx, train_idx = order[:n_val], order[n_val:]
+            val_x, val_y, train_x, train_y = train_x[val_idx], train_y[val_idx], train_x[train_idx], train_y[train_idx]
+        self.mean, self.std = channel_stats(train_x)
         self.splits = {
-            "train": TensorDataset(train_x[train_idx], train_y[train_idx]),
-            "val": TensorDataset(train_x[val_idx], train_y[val_idx]),
-            "test": TensorDataset(test_x, test_y),
+            "train": TensorDataset(train_x, train_y),
+            "val": TensorDataset(val_x, val_y),
+            "test": TensorDataset(*loaded["test"]),
         }
 
     def train_dataloader(self) -> DataLoader:

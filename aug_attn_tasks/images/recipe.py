@@ -1,4 +1,4 @@
-"""The ``images`` recipe: (AA-)WRN / (AA-)ResNet classifiers on CIFAR-10/100 or the synthetic set.
+"""The ``images`` recipe: (AA-)WRN / (AA-)ResNet classifiers on CIFAR-10/100, image folders or the synthetic set.
 
 Config sections used here: ``data`` (see :class:`~aug_attn_tasks.images.data.ImageDataModule`),
 ``model`` (``arch`` plus the constructor's keyword arguments, see :func:`build_model`), ``optim``
@@ -9,14 +9,16 @@ Logged metrics: ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from aug_attn.models.resnet import (
     AttentionSpec,
@@ -27,10 +29,10 @@ from aug_attn.models.resnet import (
     resnet34,
     resnet50,
 )
-from aug_attn_tasks.images.data import ImageDataModule, num_classes_of
+from aug_attn_tasks.images.data import ImageDataModule, class_names_of, num_classes_of
 from aug_attn_tasks.optim import build_optimization
 
-__all__ = ["ARCHITECTURES", "build_model", "ImageClassifier", "build_module", "build_data", "report"]
+__all__ = ["ARCHITECTURES", "build_model", "ImageClassifier", "build_module", "build_data", "report", "predictor"]
 
 ARCHITECTURES = {
     "wide_resnet": WideResNet,
@@ -62,7 +64,9 @@ def build_model(model_cfg: dict[str, Any], num_classes: int) -> nn.Module:
 class ImageClassifier(L.LightningModule):
     """Cross-entropy training of an image classifier; top-1/top-5 accuracy.
 
-    Shapes: ``forward`` maps ``(B, 3, H, W)`` normalized images to ``(B, num_classes)`` logits.
+    Shapes: ``forward`` maps ``(B, 3, H, W)`` normalized images to ``(B, num_classes)`` logits;
+    :meth:`normalize` turns ``(B, 3, H, W)`` uint8 images into that input with the training set's
+    per-channel statistics, which checkpoints carry (buffers ``input_mean``, ``input_std``).
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -70,14 +74,29 @@ class ImageClassifier(L.LightningModule):
         self.save_hyperparameters({"config": config})
         self.config = config
         num_classes = num_classes_of(config.get("data", {}))
+        self.class_names = class_names_of(config.get("data", {}))
         self.model = build_model(config.get("model", {}), num_classes)
+        self.register_buffer("input_mean", torch.zeros(3))
+        self.register_buffer("input_std", torch.ones(3))
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
+
+    def on_fit_start(self) -> None:
+        # The data module computes the statistics on its training split; inference needs them too.
+        data = self.trainer.datamodule
+        self.input_mean.copy_(data.mean)
+        self.input_std.copy_(data.std)
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` uint8 -> normalized float32, as the data module feeds training."""
+        x = images.float() / 255
+        return (x - self.input_mean[:, None, None]) / self.input_std[:, None, None]
 
     def _step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         images, labels = batch
@@ -101,17 +120,39 @@ class ImageClassifier(L.LightningModule):
         loss, logits, labels = self._step(batch)
         self.test_top1(logits, labels)
         self.test_top5(logits, labels)
+        self.test_confusion.update(logits, labels)
         self.log("test/loss", loss, sync_dist=True)
         self.log("test/top1", self.test_top1)
         self.log("test/top5", self.test_top5)
+
+    def on_test_epoch_end(self) -> None:
+        # kept for aug_attn_tasks.confusion (confusion_test.tsv in the run folder)
+        self.test_confusions = {"test": self.test_confusion.compute().cpu()}
+        self.test_confusion.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         return build_optimization(self.parameters(), self.config.get("optim", {}), self.trainer.max_epochs)
 
 
 def build_module(config: dict[str, Any]) -> ImageClassifier:
-    """The LightningModule of ``config`` (saves the config as its hyperparameters)."""
+    """The LightningModule of ``config`` (saves the config, with an image folder's ``data.class_names``)."""
+    config = copy.deepcopy(config)
+    data = config.setdefault("data", {})
+    if data.get("dataset") == "imagefolder" and "class_names" not in data:
+        data["class_names"] = class_names_of(data)
     return ImageClassifier(config)
+
+
+def predictor(module: ImageClassifier, config: dict[str, Any]):
+    """The batch predictor of ``aug-attn classify`` for image files."""
+    from aug_attn_tasks.images.predict import ImagePredictor
+
+    return ImagePredictor(module, config)
+
+
+def inference_command(config: dict[str, Any]) -> str:
+    """The ``aug-attn classify`` command printed after training (``{checkpoint}``: the tested checkpoint)."""
+    return "aug-attn classify IMAGE_FILE --checkpoint {checkpoint}"
 
 
 def build_data(config: dict[str, Any]) -> ImageDataModule:

@@ -10,13 +10,14 @@ from aug_attn_tasks.points.datasets import (
     ShapeNetPart,
     SyntheticShapes,
 )
-from aug_attn_tasks.points.io import load_point_cloud, read_off, read_ply, sample_surface
+from aug_attn_tasks.points.io import load_point_cloud, read_obj, read_off, read_ply, read_stl, sample_surface
 from aug_attn_tasks.points.synthetic import SHAPES
 from aug_attn_tasks.points.transforms import (
     Compose,
     Jitter,
     RandomRotation,
     RandomScale,
+    ToData,
     rotation_protocol,
     rotation_transforms,
 )
@@ -35,9 +36,12 @@ __all__ = [
     "ScanObjectNN",
     "ShapeNetPart",
     "SyntheticShapes",
+    "ToData",
     "load_point_cloud",
+    "read_obj",
     "read_off",
     "read_ply",
+    "read_stl",
     "rotation_protocol",
     "rotation_transforms",
     "sample_surface",

@@ -5,7 +5,7 @@ Config keys (section ``data``):
 - ``dataset``: ``synthetic`` | ``modelnet_resampled`` | ``modelnet_mesh`` | ``modelnet_h5`` |
   ``scanobjectnn`` | ``folder`` | ``shapenet_part``; ``root`` for all but ``synthetic``.
 - ``num_points``, ``sampling`` (fps | random | first), ``sampling_seed``, ``cache_dir``,
-  ``allow_fewer``, ``skip_bad``: see :class:`~aug_attn_tasks.points.datasets.PointCloudDataset`.
+  ``allow_fewer``, ``min_points`` (filled in from the model by the recipe), ``skip_bad``: see :class:`~aug_attn_tasks.points.datasets.PointCloudDataset`.
   Per dataset: ``num_classes`` (10 | 40, modelnet_resampled), ``mesh_points`` (modelnet_mesh,
   folder), ``variant`` (scanobjectnn), ``categories`` (shapenet_part), ``test_fraction`` and
   ``up_axis`` (folder); synthetic: ``num_train``, ``num_test``, ``synthetic_seed`` (train shapes
@@ -35,6 +35,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from aug_attn_tasks.points.datasets import (
+    MIN_POINTS,
     ModelNetH5,
     ModelNetMesh,
     ModelNetResampled,
@@ -92,6 +93,7 @@ def _options(cfg: dict[str, Any]) -> dict[str, Any]:
         "sampling": cfg.get("sampling", "fps"),
         "seed": int(cfg.get("sampling_seed", 0)),
         "allow_fewer": bool(cfg.get("allow_fewer", False)),
+        "min_points": int(cfg.get("min_points", MIN_POINTS)),
         "skip_bad": bool(cfg.get("skip_bad", False)),
         "cache_dir": cfg.get("cache_dir"),
     }

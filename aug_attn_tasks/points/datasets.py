@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from aug_attn.geometry import farthest_point_sample
+from aug_attn.optional import import_extra
 from aug_attn_tasks.points.io import POINT_SUFFIXES, load_point_cloud, read_txt
 from aug_attn_tasks.points.synthetic import SHAPES
 from aug_attn_tasks.points.transforms import rotation_about_axis
@@ -56,6 +57,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # 2: the manifest holds class names and labels
+MIN_POINTS = 3  # fewer distinct points span no surface: no normal, no neighbourhood
 SAMPLINGS = ("fps", "random", "first")
 SCANOBJECTNN_CLASSES = (
     "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door",
@@ -102,19 +104,31 @@ def normalize_unit_sphere(pos: np.ndarray, name: str = "points") -> np.ndarray:
 
 
 def subsample_shape(
-    raw: RawCloud, name: str, num_points: int, sampling: str, rng: np.random.Generator, allow_fewer: bool
+    raw: RawCloud,
+    name: str,
+    num_points: int,
+    sampling: str,
+    rng: np.random.Generator,
+    allow_fewer: bool,
+    min_points: int = MIN_POINTS,
 ) -> RawCloud:
-    """Check a shape, pick ``num_points`` of its points, normalise it; errors name the file."""
+    """Check a shape, pick ``num_points`` of its points, normalise it; errors name the file.
+
+    A shape with fewer than ``min_points`` distinct points (what the model needs, e.g. its first
+    neighbourhood) is refused even with ``allow_fewer``: repeating 2 points gives a model nothing to
+    see, and a prediction on it would be noise.
+    """
     count = len(raw.pos)
     if count == 0:
         raise ValueError(f"{name}: no points")
     if not np.isfinite(raw.pos).all() or (raw.normal is not None and not np.isfinite(raw.normal).all()):
         raise ValueError(f"{name}: NaN or inf in coordinates or normals")
+    if count < num_points and not allow_fewer:
+        raise ValueError(f"{name}: has {count} points, {num_points} requested (pass allow_fewer=True to repeat points)")
+    distinct = len(np.unique(raw.pos, axis=0))
+    if distinct < min_points:
+        raise ValueError(f"{name}: has {distinct} distinct points, the model needs at least {min_points} (data.min_points)")
     if count < num_points:
-        if not allow_fewer:
-            raise ValueError(
-                f"{name}: has {count} points, {num_points} requested (pass allow_fewer=True to repeat points)"
-            )
         logger.warning("%s: has %d points, repeating some to reach %d", name, count, num_points)
         index = np.concatenate([rng.permutation(count), rng.choice(count, num_points - count)])
     elif sampling == "fps":
@@ -141,6 +155,7 @@ class PointCloudDataset(Dataset):
         sampling: ``"fps"``, ``"random"`` or ``"first"``.
         seed: seeds the subsampling (and mesh sampling) of shape ``i`` as ``(seed, i)``.
         allow_fewer: shapes with fewer than ``N`` points repeat points (logged) instead of raising.
+        min_points: shapes with fewer distinct points are refused, whatever ``allow_fewer``.
         skip_bad: skip unreadable or invalid shapes (logged, listed in ``skipped``) instead of raising.
         cache_dir: where to cache the prepared arrays (None: no cache).
         transform: applied to each sample dict (see ``transforms``).
@@ -156,6 +171,7 @@ class PointCloudDataset(Dataset):
         sampling: str = "fps",
         seed: int = 0,
         allow_fewer: bool = False,
+        min_points: int = MIN_POINTS,
         skip_bad: bool = False,
         cache_dir: str | Path | None = None,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
@@ -165,7 +181,7 @@ class PointCloudDataset(Dataset):
         if num_points < 1:
             raise ValueError(f"num_points must be >= 1, got {num_points}")
         self.num_points, self.sampling, self.seed = num_points, sampling, seed
-        self.allow_fewer, self.skip_bad, self.transform = allow_fewer, skip_bad, transform
+        self.allow_fewer, self.min_points, self.skip_bad, self.transform = allow_fewer, min_points, skip_bad, transform
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.class_names: list[str] = []
         self.up_axis = "y"
@@ -208,6 +224,7 @@ class PointCloudDataset(Dataset):
             "sampling": self.sampling,
             "seed": self.seed,
             "allow_fewer": self.allow_fewer,
+            "min_points": self.min_points,
             "skip_bad": self.skip_bad,
         }
         manifest = {
@@ -232,7 +249,7 @@ class PointCloudDataset(Dataset):
             rng = np.random.default_rng([self.seed, i])
             try:
                 cloud = subsample_shape(
-                    source.read(rng), source.name, self.num_points, self.sampling, rng, self.allow_fewer
+                    source.read(rng), source.name, self.num_points, self.sampling, rng, self.allow_fewer, self.min_points
                 )
             except (ValueError, OSError) as err:
                 reason = str(err) if source.name in str(err) else f"{source.name}: {err}"
@@ -370,17 +387,9 @@ class ModelNetResampled(PointCloudDataset):
         self._materialise(sources, existing, f"modelnet{num_classes}_resampled_{split}", {"root": str(root)})
 
 
-def _import_h5py() -> Any:
-    try:
-        import h5py
-    except ImportError as err:
-        raise ImportError("reading .h5 point clouds needs h5py: pip install aug-attn[h5]") from err
-    return h5py
-
-
 def _read_h5(path: Path, normal_key: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``data (S, P, 3)``, ``label (S,)`` and ``normal (S, P, 3)`` (when ``normal_key`` is in the file)."""
-    h5py = _import_h5py()
+    h5py = import_extra("h5py", "h5", "reading .h5 point clouds")
     try:
         with h5py.File(path, "r") as f:
             data, label = np.asarray(f["data"]), np.asarray(f["label"]).reshape(-1)
@@ -529,7 +538,7 @@ class ShapeNetPart(PointCloudDataset):
 
 
 class PointFolder(PointCloudDataset):
-    """The user's own shapes: ``<root>/<label>/*.{txt,npy,ply,off}``.
+    """The user's own shapes: ``<root>/<label>/*.{txt,npy,ply,off,obj,stl}``.
 
     If ``<root>/train`` and ``<root>/test`` both exist, they are the splits (``<root>/{train,test}/<label>/...``).
     Otherwise each class's files (sorted) are shuffled with ``seed`` and the first

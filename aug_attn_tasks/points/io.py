@@ -1,7 +1,9 @@
 """Readers for point cloud and mesh files, and area-weighted surface sampling.
 
-Formats: OFF (with the quirks of the real ModelNet files), PLY (ascii, binary little/big endian),
-TXT (comma or whitespace separated) and NPY. Pure numpy; every error names the offending file.
+Formats: OFF and its ``[ST][C][N]OFF`` variants (with the quirks of the real ModelNet files), PLY
+(ascii, binary little/big endian, with or without normals and faces), OBJ (``v``/``vn``/``f``), STL
+(ascii and binary), TXT (comma or whitespace separated) and NPY. Pure numpy; every error names the
+offending file.
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ __all__ = [
     "POINT_SUFFIXES",
     "load_point_cloud",
     "read_npy",
+    "read_obj",
     "read_off",
     "read_ply",
+    "read_stl",
     "read_txt",
     "sample_surface",
     "triangulate_fans",
 ]
 
-POINT_SUFFIXES = (".txt", ".npy", ".ply", ".off")
+POINT_SUFFIXES = (".txt", ".npy", ".ply", ".off", ".obj", ".stl")
 
 
 class Geometry(NamedTuple):
@@ -65,11 +69,37 @@ def _off_face(line: str) -> np.ndarray:
     return np.array(tokens[: 1 + int(tokens[0])], dtype=np.int64)
 
 
-def read_off(path: str | Path) -> Geometry:
-    """Read an OFF mesh; returns vertices ``(V, 3)`` float64 and fan-triangulated faces ``(F, 3)``.
+# Geomview's OFF header keyword: [ST][C][N][4][n]OFF. ST (texture coordinates) and C (colours) only
+# add columns after x y z [nx ny nz]; 4 (homogeneous coordinates) and n (any dimension) change what
+# a vertex is, so they are refused rather than misread.
+_OFF_HEADER = re.compile(r"(ST)?(C)?(N)?(4)?(n)?OFF(?![A-Za-z])")
 
-    Accepts the quirks of the ModelNet files: the header fused with the counts (``OFF490 518 0``),
-    ``#`` comments, blank lines, polygons with more than three vertices and trailing colour values.
+
+def _off_header(path: Path, line: str) -> tuple[bool, str]:
+    """Whether vertices carry normals (``N``), and the rest of the header line (fused counts)."""
+    match = _OFF_HEADER.match(line)
+    if match is None:
+        raise ValueError(f"{path}: not an OFF file (header {line.split()[0]!r} is not [ST][C][N]OFF)")
+    keyword = match.group(0)
+    if match.group(4) or match.group(5):
+        raise ValueError(
+            f"{path}: unsupported OFF variant {keyword!r} (header {line!r}): homogeneous (4OFF) and "
+            "n-dimensional (nOFF) vertices are not read; supported: OFF, COFF, NOFF, CNOFF, STOFF and combinations"
+        )
+    rest = line[match.end() :].strip()
+    if rest.split()[:1] == ["BINARY"]:
+        raise ValueError(f"{path}: binary OFF (header {line!r}) is not supported; convert it to ascii OFF or PLY")
+    return bool(match.group(3)), rest
+
+
+def read_off(path: str | Path) -> Geometry:
+    """Read an OFF mesh; returns vertices ``(V, 3)`` float64, vertex normals ``(V, 3)`` (``NOFF``,
+    ``CNOFF``...) or None, and fan-triangulated faces ``(F, 3)``.
+
+    Accepts the ``[ST][C][N]OFF`` variants (colour and texture columns are dropped) and the quirks of
+    the ModelNet files: the header fused with the counts (``OFF490 518 0``), ``#`` comments, blank
+    lines, polygons with more than three vertices and trailing colour values. ``4OFF``, ``nOFF`` and
+    binary OFF are refused with a message naming the file and its header.
     """
     path = Path(path)
     try:
@@ -78,9 +108,10 @@ def read_off(path: str | Path) -> Geometry:
         raise ValueError(f"{path}: cannot read OFF file ({err})") from err
     lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
-    if not lines or not lines[0].startswith("OFF"):
-        raise ValueError(f"{path}: not an OFF file (first line must start with 'OFF')")
-    counts = lines[0][3:].split()
+    if not lines:
+        raise ValueError(f"{path}: not an OFF file (no header)")
+    with_normals, rest = _off_header(path, lines[0])
+    counts = rest.split()
     body = lines[1:]
     if not counts:  # the usual layout: counts on their own line
         if not body:
@@ -95,17 +126,98 @@ def read_off(path: str | Path) -> Geometry:
             f"{path}: OFF declares {num_vertices} vertices and {num_faces} faces, "
             f"but has only {len(body)} data lines"
         )
+    columns = 6 if with_normals else 3
     try:
-        vertices = np.array([line.split()[:3] for line in body[:num_vertices]], dtype=np.float64)
+        table = np.array([line.split()[:columns] for line in body[:num_vertices]], dtype=np.float64)
         polygons = [_off_face(line) for line in body[num_vertices : num_vertices + num_faces]]
     except ValueError as err:
-        raise ValueError(f"{path}: malformed OFF data ({err})") from err
-    vertices = vertices.reshape(num_vertices, 3) if num_vertices else np.zeros((0, 3))
+        raise ValueError(f"{path}: malformed OFF data ({err}; {lines[0].split()[0]} vertices need {columns} values)") from err
+    table = table.reshape(num_vertices, columns) if num_vertices else np.zeros((0, columns))
     if any(poly[0] < 3 or len(poly) < 1 + poly[0] for poly in polygons):
         raise ValueError(f"{path}: OFF face with fewer than 3 vertices or fewer indices than declared")
     faces = triangulate_fans([poly[1 : 1 + poly[0]] for poly in polygons])
     _check_faces(path, faces, num_vertices)
-    return Geometry(vertices, None, faces)
+    return Geometry(table[:, :3], table[:, 3:] if with_normals else None, faces)
+
+
+def _obj_index(token: str, count: int) -> int:
+    """An OBJ face corner ``v``, ``v/vt``, ``v//vn`` or ``v/vt/vn`` -> 0-based vertex index (negative
+    indices count back from the vertices read so far, as the format defines)."""
+    index = int(token.split("/", 1)[0])
+    return index - 1 if index > 0 else count + index
+
+
+def read_obj(path: str | Path) -> Geometry:
+    """Read a Wavefront OBJ: ``v x y z [w | r g b]``, ``vn``, ``f`` polygons (fan-triangulated).
+
+    Vertex normals are returned only for a file without faces whose ``vn`` lines pair one-to-one
+    with its ``v`` lines (a point cloud); meshes are sampled with face normals. Other statements
+    (``vt``, ``o``, ``g``, ``usemtl``, ``l``...) are ignored.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(errors="strict")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read OBJ file ({err})") from err
+    vertices, normals, polygons = [], [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        try:
+            if words[:1] == ["v"]:
+                vertices.append([float(w) for w in words[1:4]])
+            elif words[:1] == ["vn"]:
+                normals.append([float(w) for w in words[1:4]])
+            elif words[:1] == ["f"]:
+                polygons.append(np.array([_obj_index(w, len(vertices)) for w in words[1:]], dtype=np.int64))
+        except ValueError as err:
+            raise ValueError(f"{path}:{number}: malformed OBJ line {line.strip()!r}") from err
+        if words[:1] in (["v"], ["vn"]) and len((vertices if words[0] == "v" else normals)[-1]) != 3:
+            raise ValueError(f"{path}:{number}: OBJ {words[0]} line needs 3 coordinates: {line.strip()!r}")
+        if words[:1] == ["f"] and len(polygons[-1]) < 3:
+            raise ValueError(f"{path}:{number}: OBJ face with fewer than 3 vertices")
+    if not vertices:
+        raise ValueError(f"{path}: OBJ file has no vertices")
+    pos = np.array(vertices, dtype=np.float64)
+    faces = triangulate_fans(polygons) if polygons else None
+    if faces is not None:
+        _check_faces(path, faces, len(pos))
+    normal = np.array(normals, dtype=np.float64) if faces is None and len(normals) == len(pos) else None
+    return Geometry(pos, normal, faces)
+
+
+_STL_RECORD = np.dtype([("normal", "<f4", 3), ("corners", "<f4", (3, 3)), ("attribute", "<u2")])  # 50 bytes
+
+
+def read_stl(path: str | Path) -> Geometry:
+    """Read an STL mesh, binary (80-byte header, ``uint32`` count, 50-byte triangles) or ascii
+    (``solid ... facet normal ... vertex x y z ... endsolid``).
+
+    Binary files whose header happens to start with ``solid`` are recognised by their exact size.
+    Returns one vertex per triangle corner ``(3F, 3)`` (STL shares none) and faces ``(F, 3)``; the
+    stored facet normals are not used (many writers leave them zero): sampling takes the winding's.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read STL file ({err})") from err
+    count = int(np.frombuffer(raw, "<u4", 1, 80)[0]) if len(raw) >= 84 else -1
+    if count >= 0 and len(raw) == 84 + _STL_RECORD.itemsize * count:
+        corners = np.frombuffer(raw, _STL_RECORD, count, 84)["corners"].astype(np.float64)  # (F, 3, 3)
+    elif raw.lstrip().startswith(b"solid"):
+        words = raw.decode("ascii", errors="replace").split()
+        at = [i for i, word in enumerate(words) if word == "vertex"]
+        try:
+            corners = np.array([words[i + 1 : i + 4] for i in at], dtype=np.float64)
+        except ValueError as err:
+            raise ValueError(f"{path}: malformed ascii STL vertex ({err})") from err
+        if len(corners) % 3:
+            raise ValueError(f"{path}: ascii STL has {len(corners)} vertices, not 3 per facet")
+    else:
+        expected = f"{84 + _STL_RECORD.itemsize * count} bytes for {count} triangles" if count >= 0 else "at least 84 bytes"
+        raise ValueError(f"{path}: not an STL file (binary STL needs {expected}, got {len(raw)}; ascii starts with 'solid')")
+    pos = corners.reshape(-1, 3)
+    return Geometry(pos, None, np.arange(len(pos), dtype=np.int64).reshape(-1, 3))
 
 
 _PLY_TYPES = {
@@ -298,11 +410,12 @@ def sample_surface(
 def load_point_cloud(
     path: str | Path, mesh_points: int = 10000, seed: int | np.random.Generator = 0, mesh: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Points and normals from a ``.txt``, ``.npy``, ``.ply`` or ``.off`` file.
+    """Points and normals from a ``.txt``, ``.npy``, ``.ply``, ``.off``, ``.obj`` or ``.stl`` file.
 
-    Tables (txt/npy) hold 3 columns ``x y z`` or 6 columns ``x y z nx ny nz``. Meshes (off, and ply
-    with faces) are sampled area-weighted with ``mesh_points`` points and face normals; an off or ply
-    file without faces (``element face 0``, ``OFF`` with 0 faces) is a point cloud, unless ``mesh``
+    Tables (txt/npy) hold 3 columns ``x y z`` or 6 columns ``x y z nx ny nz``. Meshes (stl, and off,
+    ply, obj with faces) are sampled area-weighted with ``mesh_points`` points and face normals; an
+    off, ply or obj file without faces (``element face 0``, ``OFF`` with 0 faces) is a point cloud
+    with the file's vertex normals when it has them (``NOFF``, ``nx ny nz``, ``vn``), unless ``mesh``
     (a mesh dataset such as ModelNet's OFF files), where it is an empty mesh: an error.
     Returns ``pos (N, 3)`` and ``normal (N, 3)`` or None, float64.
     """
@@ -313,8 +426,9 @@ def load_point_cloud(
         if table.shape[1] not in (3, 6):
             raise ValueError(f"{path}: expected 3 (xyz) or 6 (xyz + normal) columns, got {table.shape[1]}")
         return table[:, :3], (table[:, 3:] if table.shape[1] == 6 else None)
-    if suffix in (".ply", ".off"):
-        geometry = read_off(path) if suffix == ".off" else read_ply(path)
+    readers = {".ply": read_ply, ".off": read_off, ".obj": read_obj, ".stl": read_stl}
+    if suffix in readers:
+        geometry = readers[suffix](path)
         if geometry.faces is None or len(geometry.faces) == 0:
             if mesh:
                 raise ValueError(f"{path}: empty mesh (no faces)")

@@ -23,7 +23,8 @@ __all__ = ["ClassAccuracy", "PartIoU", "part_mask", "shape_part_iou"]
 class ClassAccuracy(Metric):
     """OA and mAcc over ``num_classes``; :meth:`compute` returns ``{"oa": (), "macc": ()}`` (NaN when empty).
 
-    :meth:`update` takes ``preds``: logits ``(B, C)`` or labels ``(B,)``, and ``target (B,)``.
+    :meth:`update` takes ``preds``: logits ``(B, C)`` or labels ``(B,)``, and ``target (B,)``. The state
+    is the confusion matrix ``confusion (C, C)`` (rows = true class, columns = predicted).
     """
 
     full_state_update = False
@@ -31,21 +32,21 @@ class ClassAccuracy(Metric):
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.add_state("correct", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("confusion", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         if preds.dim() == 2:
             preds = preds.argmax(-1)
         if preds.shape != target.shape:
             raise ValueError(f"ClassAccuracy: preds {tuple(preds.shape)} and target {tuple(target.shape)} differ")
-        self.total += torch.bincount(target, minlength=self.num_classes)
-        self.correct += torch.bincount(target[preds == target], minlength=self.num_classes)
+        pairs = target * self.num_classes + preds  # (B,) flat (true, predicted) index
+        self.confusion += torch.bincount(pairs, minlength=self.num_classes**2).view(self.num_classes, self.num_classes)
 
     def compute(self) -> dict[str, Tensor]:
-        seen = self.total > 0
-        oa = self.correct.sum().double() / self.total.sum()
-        macc = (self.correct[seen].double() / self.total[seen]).mean()
+        correct, total = self.confusion.diagonal(), self.confusion.sum(dim=1)
+        seen = total > 0
+        oa = correct.sum().double() / total.sum()
+        macc = (correct[seen].double() / total[seen]).mean()
         return {"oa": oa.float(), "macc": macc.float()}
 
 

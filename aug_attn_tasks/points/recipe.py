@@ -15,6 +15,7 @@ Logged metrics: ``train/loss``; ``val/loss`` and ``val/oa``, ``val/macc`` (class
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,20 @@ from aug_attn.models.pointnet2 import PointNet2Classifier, PointNet2Segmenter
 from aug_attn.models.risurconv import RISurConvClassifier, RISurConvSegmenter
 from aug_attn_tasks.optim import build_optimization
 from aug_attn_tasks.points.data import PointDataModule, evaluation_protocols, load_dataset, protocol_name
-from aug_attn_tasks.points.datasets import SHAPENET_PARTS
+from aug_attn_tasks.points.datasets import MIN_POINTS, SHAPENET_PARTS
 from aug_attn_tasks.points.metrics import ClassAccuracy, PartIoU
 
-__all__ = ["MODELS", "SEGMENTERS", "PointCloudModule", "build_model", "build_module", "build_data", "report", "metric_key"]
+__all__ = [
+    "MODELS",
+    "SEGMENTERS",
+    "PointCloudModule",
+    "build_model",
+    "build_module",
+    "build_data",
+    "report",
+    "metric_key",
+    "required_points",
+]
 
 MODELS: dict[str, type[nn.Module]] = {"risurconv": RISurConvClassifier, "pointnet2": PointNet2Classifier}
 SEGMENTERS: dict[str, type[nn.Module]] = {"risurconv": RISurConvSegmenter, "pointnet2": PointNet2Segmenter}
@@ -44,6 +55,13 @@ def is_segmentation(config: dict[str, Any]) -> bool:
 def inference_command(config: dict[str, Any]) -> str | None:
     """The ``aug-attn classify`` command printed after training a classifier (segmenters: none)."""
     return None if is_segmentation(config) else "aug-attn classify POINT_CLOUD_FILE --checkpoint {checkpoint}"
+
+
+def predictor(module: "PointCloudModule", config: dict[str, Any]):
+    """The batch predictor of ``aug-attn classify`` (see :class:`~aug_attn_tasks.points.predict.PointPredictor`)."""
+    from aug_attn_tasks.points.predict import PointPredictor
+
+    return PointPredictor(module, config)
 
 
 def metric_key(train: str, test: str) -> str:
@@ -70,6 +88,23 @@ def build_model(model_cfg: dict[str, Any], num_classes: int, segmentation: bool 
         return MODELS[name](num_classes, **kwargs)
     except TypeError as error:
         raise ValueError(f"model section for name={name!r}: {error}") from error
+
+
+def required_points(config: dict[str, Any]) -> int:
+    """Distinct points a cloud needs for the model of ``config``: ``data.min_points`` when set, else
+    the model's first neighbourhood ``K`` (``neighbors[0]``, the constructor's default when the model
+    section leaves it out), and never fewer than :data:`~aug_attn_tasks.points.datasets.MIN_POINTS`
+    (normal estimation needs a plane; with fewer than its ``normal_k`` points neighbours repeat)."""
+    data, model = config.get("data", {}), dict(config.get("model", {}))
+    if "min_points" in data:
+        return int(data["min_points"])
+    name = model.get("name", "risurconv")
+    table = SEGMENTERS if is_segmentation(config) else MODELS
+    defaults = {
+        key: p.default for key, p in inspect.signature(table.get(name, RISurConvClassifier)).parameters.items()
+    }
+    neighbors = list(model.get("neighbors", defaults.get("neighbors", ())))
+    return max([MIN_POINTS, *(int(k) for k in neighbors[:1])])
 
 
 class PointCloudModule(L.LightningModule):
@@ -151,6 +186,8 @@ class PointCloudModule(L.LightningModule):
         self._log_metric(self.val_metric, "val")
 
     def on_test_epoch_end(self) -> None:
+        if not self.segmentation:  # kept for aug_attn_tasks.confusion (confusion_<protocol>.tsv)
+            self.test_confusions = {metric_key(*p): m.confusion.clone().cpu() for p, m in zip(self.protocols, self.test_metrics)}
         for protocol, metric in zip(self.protocols, self.test_metrics):
             self._log_metric(metric, f"test/{metric_key(*protocol)}")
 
@@ -158,10 +195,19 @@ class PointCloudModule(L.LightningModule):
         return build_optimization(self.parameters(), self.config.get("optim", {}), self.trainer.max_epochs)
 
 
-def _with_classes(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with ``data.class_names`` filled in from the training set when missing."""
+def _with_min_points(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` whose ``data.min_points`` is :func:`required_points` (so training data,
+    checkpoints and ``classify`` refuse clouds the model cannot use, naming the file)."""
     config = copy.deepcopy(config)
-    data = config.setdefault("data", {})
+    config.setdefault("data", {})["min_points"] = required_points(config)
+    return config
+
+
+def _with_classes(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``data.min_points`` and ``data.class_names`` filled in (the latter from the
+    training set when missing)."""
+    config = _with_min_points(config)
+    data = config["data"]
     if "class_names" not in data:
         data["class_names"] = list(load_dataset(data, "train").class_names)
     return config
@@ -174,7 +220,7 @@ def build_module(config: dict[str, Any]) -> PointCloudModule:
 
 def build_data(config: dict[str, Any]) -> PointDataModule:
     """The LightningDataModule of ``config["data"]``; checks the classes match a checkpoint's."""
-    data = PointDataModule(config.get("data", {}))
+    data = PointDataModule(_with_min_points(config)["data"])
     expected = config.get("data", {}).get("class_names")
     if expected is not None and list(expected) != list(data.class_names):
         raise ValueError(

@@ -27,6 +27,7 @@ __all__ = [
     "RandomRotation",
     "RandomScale",
     "ROTATIONS",
+    "ToData",
     "quaternion_to_matrix",
     "random_rotation",
     "rotate",
@@ -179,6 +180,32 @@ class Compose:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.transforms})"
+
+
+class ToData:
+    """Turn a sample dict into a PyTorch Geometric ``Data(pos, normal, y, index)``, so a dataset
+    feeds PyG's ``DataLoader`` and transforms (``transform=Compose([ToData(), T.RandomJitter(0.01)])``)
+    and the point models take the batches directly (``model(batch)``).
+
+    ``y`` is the class ``(1,)`` (batched to ``(B,)``, PyG's graph-label convention); for part
+    segmentation ``y`` is the per-point part ``(N,)`` and ``category (1,)`` the object class (PyG's
+    ``ShapeNet`` convention). ``normal`` is left out when the data has none (``(N, 0)``).
+    """
+
+    def __call__(self, sample: Sample) -> Any:
+        from torch_geometric.data import Data
+
+        fields = {"pos": sample["pos"], "index": sample["index"].reshape(1)}
+        if sample["normal"].shape[-1] == 3:
+            fields["normal"] = sample["normal"]
+        if "part" in sample:
+            fields.update(y=sample["part"], category=sample["category"].reshape(1))
+        else:
+            fields["y"] = sample["label"].reshape(1)
+        return Data(**fields)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 def rotation_protocol(name: str) -> tuple[str, str]:

@@ -1,0 +1,78 @@
+"""``aug-attn explain`` for taggers: the waveform and its spectrogram under the attention of the back end.
+
+The file is cut into the model's windows (no overlap, the last one ending at the end of the file)
+and each window runs with :class:`~aug_attn.attention_maps.record_attention`. The attention drawn is
+that of the last attention layer the model runs (its back end): MuSLCAT's [CLS] token over the time
+tokens (mean over heads), or, without a class token (MuSLCAN's AAC back end), the attention each time
+token receives (mean over heads and queries). Token ``t`` of ``N`` covers the ``t``-th ``1/N`` of its
+window; windows overlapping the last one are averaged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aug_attn.attention_maps import record_attention
+from aug_attn_tasks.audio.io import load_audio, window_starts
+from aug_attn_tasks.audio.predict import AudioPredictor
+from aug_attn_tasks.audio.recipe import TaggingModule
+from aug_attn_tasks.viz import pyplot, ranked_text, save_figure
+
+__all__ = ["attention_over_time", "explain"]
+
+
+def attention_over_time(module: TaggingModule, wave: np.ndarray, window: int) -> tuple[np.ndarray, torch.Tensor]:
+    """Back-end attention per sample ``(L,)`` (as described in the module doc) and the clip's
+    probabilities ``(T,)`` for the mono waveform ``wave (L,)``."""
+    length = max(len(wave), window)
+    padded = np.pad(wave, (0, length - len(wave)))
+    starts = window_starts(length, window, hop=window)
+    windows = torch.from_numpy(np.stack([padded[s : s + window] for s in starts]))  # (K, window)
+    with torch.inference_mode(), record_attention(module.model) as records:
+        probs, _ = module.clip_scores(windows[None])  # (1, T)
+    if not records:
+        raise ValueError(f"{type(module.model).__name__} has no attention layer: nothing to explain")
+    # clip_scores runs the windows in batches: the back end's records of all batches, in order
+    back_end = torch.cat([r.weights for r in records if r.name == records[-1].name])  # (K, h, N_q, N)
+    weights = back_end.mean(dim=1)  # heads averaged
+    if getattr(module.model, "back_end", None) == "bert":
+        per_token = weights[:, 0, 1:]  # the [CLS] query over the time tokens: (K, N)
+    else:
+        per_token = weights.mean(dim=1)  # attention received: (K, N)
+    total, count = np.zeros(length), np.zeros(length)
+    for start, row in zip(starts, per_token.numpy()):
+        total[start : start + window] += np.repeat(row, -(-window // len(row)))[:window]
+        count[start : start + window] += 1
+    return (total / np.maximum(count, 1))[: len(wave)], probs[0]
+
+
+def explain(module: TaggingModule, config: dict[str, Any], path: Path, out: Path, top: int = 3) -> Path:
+    """Draw ``path``'s waveform and log spectrogram with the back end's attention over time and the
+    top tags into ``out`` (PNG)."""
+    plt = pyplot()
+    predictor = AudioPredictor(module, config)
+    wave = load_audio(path, predictor.rate)  # (L,)
+    attention, probs = attention_over_time(module, wave, predictor.window)
+    ranked = sorted(zip(module.tags, probs.tolist()), key=lambda pair: -pair[1])[:top]
+    seconds = np.arange(len(wave)) / predictor.rate
+    fig, (ax_wave, ax_spec) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+    ax_wave.plot(seconds, wave, color="0.55", linewidth=0.6)
+    ax_wave.set_ylabel("amplitude")
+    ax_att = ax_wave.twinx()
+    ax_att.fill_between(seconds, attention, color="tab:red", alpha=0.35, step="mid")
+    ax_att.set_ylabel("attention", color="tab:red")
+    n_fft = min(512, 2 ** int(np.log2(max(16, len(wave) // 4))))
+    spec = torch.stft(torch.from_numpy(wave), n_fft, hop_length=n_fft // 4, window=torch.hann_window(n_fft), return_complex=True)
+    ax_spec.imshow(
+        20 * np.log10(spec.abs().numpy() + 1e-6), origin="lower", aspect="auto", cmap="magma",
+        extent=(0, len(wave) / predictor.rate, 0, predictor.rate / 2),
+    )  # fmt: skip
+    ax_spec.plot(seconds, attention / max(attention.max(), 1e-12) * predictor.rate / 2 * 0.9, color="cyan", linewidth=1)
+    ax_spec.set_xlabel("time (s)")
+    ax_spec.set_ylabel("frequency (Hz)")
+    fig.suptitle(f"{path.name}: {ranked_text(ranked)}", fontsize=10)
+    return save_figure(fig, out)

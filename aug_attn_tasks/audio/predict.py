@@ -1,0 +1,43 @@
+"""The file reader and model runner of ``aug-attn tag`` (see :mod:`aug_attn_tasks.batch`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aug_attn_tasks.audio.datasets import AUDIO_EXTENSIONS
+from aug_attn_tasks.audio.io import chunk_windows, load_audio
+from aug_attn_tasks.audio.recipe import TaggingModule
+
+__all__ = ["AudioPredictor"]
+
+
+class AudioPredictor:
+    """Batch tagging for :mod:`aug_attn_tasks.batch`: windows of ``data.chunk_samples`` starting every
+    ``hop_seconds`` (default: one window, no overlap; the last one ends at the end of the file),
+    probabilities averaged over a file's windows.
+
+    ``load(path)`` gives ``(K, L)`` windows; ``predict`` runs the windows of all items together in
+    the model's batches and returns ``(len(items), T)``.
+    """
+
+    suffixes = AUDIO_EXTENSIONS
+
+    def __init__(self, module: TaggingModule, config: dict[str, Any], hop_seconds: float | None = None) -> None:
+        data = config["data"]
+        self.module, self.labels = module, module.tags
+        self.rate, self.window = int(data.get("sample_rate", 16000)), int(data.get("chunk_samples", 59049))
+        if hop_seconds is not None and hop_seconds <= 0:
+            raise ValueError(f"--hop must be > 0 seconds, got {hop_seconds}")
+        self.hop = self.window if hop_seconds is None else max(1, int(hop_seconds * self.rate))
+
+    def load(self, path: Path) -> torch.Tensor:
+        return torch.from_numpy(chunk_windows(load_audio(path, self.rate), self.window, hop=self.hop))  # (K, L)
+
+    def predict(self, items: list[torch.Tensor]) -> torch.Tensor:
+        windows = torch.cat(items)  # (sum K, L)
+        with torch.inference_mode():
+            probs, _ = self.module.clip_scores(windows[:, None])  # one window per "clip": (sum K, T)
+        return torch.stack([part.mean(dim=0) for part in probs.split([len(w) for w in items])])  # (B, T)

@@ -1,0 +1,201 @@
+"""Batch inference over files: the ``tag`` and ``classify`` commands of ``aug-attn``.
+
+``aug-attn tag PATH [PATH ...] --checkpoint CKPT [--top K] [--hop SECONDS] [--out FILE.csv|.json]``
+(tagging checkpoints) and ``aug-attn classify PATH [PATH ...] --checkpoint CKPT ...`` (point cloud and
+image classifiers, chosen by the checkpoint's task). A PATH is a file, a folder (searched
+recursively for the task's file types) or a glob. The model is loaded once; files are read and
+run in batches of ``--batch-size``; every input gets one row (its path, the top-k labels with their
+probabilities, or the error that kept it from being read), in input order. Exit status 1 when any
+input failed, 0 otherwise; an argument that names nothing is an error (status 2) before any work.
+
+A task's recipe provides ``predictor(module, config, **options)``, an object with ``suffixes``
+(file types searched in folders), ``load(path)`` (read one file; raises an error naming it) and
+``predict(items) -> (len(items), num_labels)`` probabilities, and ``labels`` (their names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # the CLI imports this module to build its parser: torch is imported on use
+    from torch import Tensor
+
+__all__ = ["Predictor", "Row", "expand_inputs", "predict_files", "write_rows", "add_commands"]
+
+PROGRESS_MIN_FILES = 32  # fewer inputs finish before a progress bar says anything useful
+
+
+class Predictor(Protocol):
+    """What a recipe's ``predictor(module, config, **options)`` returns (see the module doc)."""
+
+    suffixes: tuple[str, ...]
+    labels: list[str]
+
+    def load(self, path: Path) -> Any: ...
+
+    def predict(self, items: list[Any]) -> Tensor: ...
+
+
+@dataclass
+class Row:
+    """One input's result: ``top`` is ``[(label, probability)]``, most probable first, or ``error`` is set."""
+
+    path: str
+    top: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+
+def expand_inputs(paths: Sequence[str], suffixes: Sequence[str]) -> list[Path]:
+    """Files named by ``paths``, in order, without repeats: a file as given, a folder's files with
+    one of ``suffixes`` (recursive, sorted, hidden files left out), a glob's matches (sorted; folders
+    among them expanded). Raises FileNotFoundError for an argument that names nothing."""
+    files: dict[Path, None] = {}
+
+    def folder_files(folder: Path) -> list[Path]:
+        return sorted(
+            p for p in folder.rglob("*")
+            if p.is_file() and p.suffix.lower() in suffixes and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        )  # fmt: skip
+
+    for arg in paths:
+        path = Path(arg)
+        if path.is_file():
+            matches = [path]
+        elif path.is_dir():
+            matches = folder_files(path)
+            if not matches:
+                raise FileNotFoundError(f"{arg}: a folder without files of type {', '.join(suffixes)}")
+        elif glob.has_magic(arg):
+            found = [Path(p) for p in sorted(glob.glob(arg, recursive=True))]
+            matches = [f for p in found for f in (folder_files(p) if p.is_dir() else [p])]
+            if not matches:
+                raise FileNotFoundError(f"{arg}: no file matches this glob")
+        else:
+            raise FileNotFoundError(f"{arg}: no such file or folder")
+        files.update(dict.fromkeys(matches))
+    return list(files)
+
+
+def _named(path: str, error: Exception) -> str:
+    """The error's message, prefixed with ``path`` unless it already names it."""
+    message = str(error) or type(error).__name__
+    return message if path in message else f"{path}: {message}"
+
+
+def _ranked(labels: list[str], probs: Tensor, top: int) -> list[tuple[str, float]]:
+    values, index = probs.float().topk(min(top, len(labels)))
+    return [(labels[i], float(v)) for v, i in zip(values.tolist(), index.tolist())]
+
+
+def predict_files(predictor: Predictor, files: Sequence[Path], top: int = 5, batch_size: int = 16) -> list[Row]:
+    """One :class:`Row` per file, in order. A file that cannot be read (or whose prediction fails on
+    its own) gets its error; a batch whose prediction fails is retried file by file, so one bad
+    input never costs the others theirs. A progress bar (stderr) shows on long runs."""
+    from tqdm import tqdm
+
+    rows = [Row(str(path)) for path in files]
+    progress = tqdm(total=len(files), unit="file", disable=len(files) < PROGRESS_MIN_FILES, file=sys.stderr)
+    for start in range(0, len(files), batch_size):
+        loaded: list[tuple[Row, Any]] = []
+        for row, path in zip(rows[start : start + batch_size], files[start : start + batch_size]):
+            try:
+                loaded.append((row, predictor.load(path)))
+            except Exception as error:  # any reader's failure is this file's row, not the run's end
+                row.error = _named(row.path, error)
+        try:
+            results = [(loaded, predictor.predict([item for _, item in loaded]))] if loaded else []
+        except Exception:  # one input breaks the batch: find it by running them one at a time
+            results = []
+            for row, item in loaded:
+                try:
+                    results.append(([(row, item)], predictor.predict([item])))
+                except Exception as error:
+                    row.error = _named(row.path, error)
+        for group, probs in results:
+            for (row, _), row_probs in zip(group, probs):
+                row.top = _ranked(predictor.labels, row_probs, top)
+        progress.update(len(files[start : start + batch_size]))
+    progress.close()
+    return rows
+
+
+def _output_format(out: str | None) -> str | None:
+    """``"csv"``, ``"json"`` or None (stdout) for ``--out``; another suffix is a ValueError."""
+    if out is None:
+        return None
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise ValueError(f"--out {out}: expected a .csv or .json file")
+    return suffix[1:]
+
+
+def write_rows(rows: Sequence[Row], out: str | None, top: int) -> None:
+    """Write the rows to ``out`` (``.csv``: columns ``path, label_1, probability_1, ..., error``;
+    ``.json``: a list of ``{path, predictions: [{label, probability}], error}``), or to stdout as
+    tab-separated lines with the CSV's columns when ``out`` is None."""
+    fmt = _output_format(out)
+    if fmt == "json":
+        records = [
+            {"path": r.path, "predictions": [{"label": lab, "probability": p} for lab, p in r.top], "error": r.error}
+            for r in rows
+        ]
+        Path(out).write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+        return
+    header = ["path"] + [f"{name}_{i}" for i in range(1, top + 1) for name in ("label", "probability")] + ["error"]
+    lines = []
+    for r in rows:
+        cells = [c for lab, p in r.top for c in (lab, f"{p:.4f}")]
+        lines.append([r.path, *cells, *[""] * (2 * top - len(cells)), r.error or ""])
+    if fmt is None:
+        print("\n".join("\t".join(line) for line in [header, *lines]))
+        return
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([header, *lines])
+
+
+def _run(args: argparse.Namespace, tasks: tuple[str, ...], **options: Any) -> int:
+    from aug_attn_tasks.recipes import get_recipe, load_checkpoint
+
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    _output_format(args.out)  # a wrong --out is said before the model is loaded
+    module, config = load_checkpoint(args.checkpoint, tasks=tasks)
+    predictor = get_recipe(config["task"]).predictor(module, config, **options)
+    files = expand_inputs(args.paths, predictor.suffixes)
+    rows = predict_files(predictor, files, args.top, args.batch_size)
+    write_rows(rows, args.out, args.top)
+    failed = [r for r in rows if r.error]
+    for r in failed:
+        print(f"aug-attn: {r.error}", file=sys.stderr)
+    if args.out is not None:
+        print(f"wrote {len(rows)} rows to {args.out} ({len(failed)} failed)")
+    return 1 if failed else 0
+
+
+def _add_batch_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", help=f"{what} files, folders (searched recursively) or globs")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint written by `aug-attn train`")
+    parser.add_argument("--top", type=int, default=5, help="labels per input (default 5)")
+    parser.add_argument("--out", help="write the rows to FILE.csv or FILE.json instead of printing them")
+    parser.add_argument("--batch-size", type=int, default=16, help="files read and run together (default 16)")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``tag`` and ``classify`` to the ``aug-attn`` parser."""
+    tag = subparsers.add_parser("tag", help="top tags of audio files with a trained tagger (task: tagging)")
+    _add_batch_arguments(tag, "audio (wav, flac, ogg, mp3: resampled, mixed to mono)")
+    tag.add_argument("--hop", type=float, default=None, help="seconds between window starts (default: the window length)")
+    tag.set_defaults(handler=lambda args: _run(args, ("tagging",), hop_seconds=args.hop))
+    classify = subparsers.add_parser("classify", help="top classes of point cloud or image files with a trained classifier")
+    _add_batch_arguments(classify, "point cloud (.off/.ply/.txt/.npy) or image (.png/.jpg)")
+    classify.set_defaults(handler=lambda args: _run(args, ("points", "images")))
