@@ -239,3 +239,18 @@ def test_factorized_path_on_cuda_equals_blocked():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         mixed = relative_attention(q, k, v, encoder, (12, 10), factorize=True)
     assert mixed.dtype == torch.bfloat16
+
+
+def test_strided_layer_same_on_factorized_and_blocked_paths(monkeypatch):
+    """Strides pool the attention input to the output grid (odd, non-square here); both paths agree."""
+    layer = AAConv2d(3, 16, 3, stride=2, dk=8, dv=8, num_heads=2, max_distance=3, max_logits_elements=64).to(D)
+    x = torch.randn(2, 3, 9, 14, dtype=D, requires_grad=True)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(attention, "factorized_is_faster", lambda *args: fused)
+        out = layer(x)
+        results.append((out, torch.autograd.grad(out.square().sum(), (x, layer.attn.encoder.rel_h))))
+    assert results[0][0].shape == (2, 16, 5, 7)
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for grad, ref in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(grad, ref)
