@@ -1,0 +1,165 @@
+"""Waveform transforms: training augmentation and per-window loudness normalisation.
+
+Pure functions on ``(L,)`` tensors (``torchaudio.functional`` does the resampling and pitch shifting)
+and two thin holders of their settings:
+
+- :class:`WaveAugment`, the training pipeline of one clip, configured by ``data.augment``: speed and
+  pitch perturbation of the whole clip, the crop (or, for a clip shorter than the window, its random
+  placement inside it), random gain, random polarity, additive noise at a sampled SNR (background
+  recordings when the dataset has them, white noise otherwise). Everything is off by default; then it
+  is exactly the plain random crop (one draw).
+- :class:`LoudnessNormalize`, ``model.normalize``: each model input scaled to unit peak or to a
+  fixed RMS, in training, evaluation, ``aug-attn tag`` and exported models alike.
+
+Every random number comes from torch's global generator, as the crop always did: in the main process
+it is seeded by ``seed_everything`` and saved and restored with checkpoints (exact resume), in loader
+workers Lightning seeds it per worker from the loader's own generator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+from torch import Tensor, nn
+
+__all__ = ["WaveAugment", "LoudnessNormalize", "normalize_loudness", "mix_at_snr", "change_speed", "place_or_crop", "uniform"]
+
+EPS = 1e-8
+
+
+def uniform(low: float, high: float) -> float:
+    """One draw from ``U(low, high)`` with torch's global generator."""
+    return low + (high - low) * float(torch.rand(()))
+
+
+def place_or_crop(audio: Tensor, window: int, random_place: bool = False) -> Tensor:
+    """A random ``window``-sample crop of ``(L,)``; a shorter clip is zero-padded, at the end or
+    (``random_place``) at a random offset. One draw either way. Returns ``(window,)``."""
+    length = audio.shape[0]
+    if length < window and random_place:
+        start = int(torch.randint(0, window - length + 1, ()))
+        return torch.nn.functional.pad(audio, (start, window - length - start))
+    audio = torch.nn.functional.pad(audio, (0, max(0, window - length)))
+    start = int(torch.randint(0, audio.shape[0] - window + 1, ()))
+    return audio[start : start + window]
+
+
+def change_speed(audio: Tensor, factor: float) -> Tensor:
+    """Play ``(L,)`` ``factor`` times faster (tempo and pitch together, Ko et al. 2015): resample
+    from ``factor * rate`` to ``rate``; ``factor`` is rounded to 1/100, so the filter stays short.
+    Returns ``(~L / factor,)``."""
+    percent = int(round(factor * 100))
+    return audio if percent == 100 else AF.resample(audio, percent, 100)
+
+
+def mix_at_snr(audio: Tensor, noise: Tensor, snr_db: float) -> Tensor:
+    """``audio + g * noise`` with ``g`` such that ``10 log10(P_audio / P_{g noise}) = snr_db``
+    (mean powers over the window); ``audio, noise: (L,)``. Silent audio stays silent."""
+    signal, power = audio.pow(2).mean(), noise.pow(2).mean().clamp_min(EPS)
+    return audio + noise * torch.sqrt(signal / power / 10 ** (snr_db / 10))
+
+
+def normalize_loudness(x: Tensor, mode: str, target_rms: float = 0.1) -> Tensor:
+    """``(..., L)`` windows scaled one by one: ``peak`` to max |x| = 1, ``rms`` to an RMS of
+    ``target_rms``; silent windows stay silent."""
+    if mode == "peak":
+        return x / x.abs().amax(dim=-1, keepdim=True).clamp_min(EPS)
+    if mode == "rms":
+        return x * (target_rms / x.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(EPS))
+    raise ValueError(f"model.normalize={mode!r}: expected peak, rms or null")
+
+
+class LoudnessNormalize(nn.Module):
+    """:func:`normalize_loudness` as a module (no parameters); ``mode=None`` is the identity.
+
+    Shapes: ``(B, L) -> (B, L)``.
+    """
+
+    def __init__(self, mode: str | None = None, target_rms: float = 0.1) -> None:
+        super().__init__()
+        if mode is not None:
+            normalize_loudness(torch.zeros(1), mode)  # fail at construction, naming the bad mode
+        self.mode, self.target_rms = mode, target_rms
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x if self.mode is None else normalize_loudness(x, self.mode, self.target_rms)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}" + (f", target_rms={self.target_rms}" if self.mode == "rms" else "")
+
+
+def _range(cfg: dict[str, Any], key: str) -> tuple[float, float] | None:
+    value = cfg.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Sequence) or len(value) != 2 or float(value[0]) > float(value[1]):
+        raise ValueError(f"data.augment.{key}={value!r}: expected [low, high] with low <= high")
+    return float(value[0]), float(value[1])
+
+
+class WaveAugment:
+    """The training transform of one clip, ``(L,) float32 -> (window,)``; see the module docstring.
+
+    Keys of ``cfg`` (``data.augment``; any missing one is off):
+
+    - ``speed: [low, high]``, ``speed_prob`` (1.0): speed factor drawn uniformly;
+    - ``pitch_steps: [low, high]``, ``pitch_prob`` (1.0): semitones, a whole number drawn uniformly
+      (``torchaudio.functional.pitch_shift``; slower than speed);
+    - ``place: random``: a clip shorter than the window lands at a random offset (default: at the start);
+    - ``gain_db: [low, high]``: gain drawn uniformly in dB;
+    - ``polarity: true``: the sign flipped with probability 1/2;
+    - ``snr_db: [low, high]``, ``noise_prob`` (1.0): additive noise at an SNR drawn uniformly, from a
+      random stretch of a random background recording, white noise without any.
+
+    Args:
+        noise: loaders of background recordings at the model's rate, ``() -> (N,)``.
+    """
+
+    KEYS = ("speed", "speed_prob", "pitch_steps", "pitch_prob", "place", "gain_db", "polarity", "snr_db", "noise_prob")
+
+    def __init__(self, cfg: dict[str, Any] | None, window: int, sample_rate: int, noise: Sequence[Callable[[], np.ndarray]] = ()) -> None:
+        cfg = dict(cfg or {})
+        unknown = sorted(set(cfg) - set(self.KEYS))
+        if unknown:
+            raise ValueError(f"data.augment: unknown keys {unknown}; expected some of {', '.join(self.KEYS)}")
+        if cfg.get("place", "start") not in ("start", "random"):
+            raise ValueError(f"data.augment.place={cfg['place']!r}: expected start or random")
+        self.window, self.sample_rate, self.noise = window, sample_rate, list(noise)
+        self.speed, self.pitch = _range(cfg, "speed"), _range(cfg, "pitch_steps")
+        self.gain, self.snr = _range(cfg, "gain_db"), _range(cfg, "snr_db")
+        self.speed_prob, self.pitch_prob = float(cfg.get("speed_prob", 1.0)), float(cfg.get("pitch_prob", 1.0))
+        self.noise_prob = float(cfg.get("noise_prob", 1.0))
+        self.random_place, self.polarity = cfg.get("place") == "random", bool(cfg.get("polarity", False))
+
+    @staticmethod
+    def _happens(probability: float) -> bool:
+        return probability >= 1.0 or float(torch.rand(())) < probability
+
+    def _noise(self) -> Tensor:
+        """``(window,)``: a random stretch of a random background recording, or white noise."""
+        if not self.noise:
+            return torch.randn(self.window)
+        recording = torch.from_numpy(np.array(self.noise[int(torch.randint(0, len(self.noise), ()))](), dtype=np.float32))
+        return place_or_crop(recording, self.window)
+
+    def __call__(self, audio: np.ndarray) -> Tensor:
+        x = torch.from_numpy(np.array(audio, dtype=np.float32))  # a copy: cached arrays are read-only maps
+        if self.speed is not None and self._happens(self.speed_prob):
+            x = change_speed(x, uniform(*self.speed))
+        if self.pitch is not None and self._happens(self.pitch_prob):
+            steps = int(torch.randint(int(math.ceil(self.pitch[0])), int(math.floor(self.pitch[1])) + 1, ()))
+            if steps:
+                x = AF.pitch_shift(x.unsqueeze(0), self.sample_rate, steps).squeeze(0)
+        x = place_or_crop(x, self.window, self.random_place)  # (window,)
+        if self.gain is not None:
+            x = x * 10 ** (uniform(*self.gain) / 20)
+        if self.polarity and float(torch.rand(())) < 0.5:
+            x = -x
+        if self.snr is not None and self._happens(self.noise_prob):
+            x = mix_at_snr(x, self._noise(), uniform(*self.snr))
+        return x
