@@ -1,6 +1,6 @@
 """Waveform transforms: training augmentation and per-window loudness normalisation.
 
-Pure functions on ``(L,)`` tensors (``torchaudio.functional`` does the resampling and pitch shifting)
+Pure functions on ``(L,)`` tensors (``torchaudio.functional`` resamples and runs the phase vocoder)
 and two thin holders of their settings:
 
 - :class:`WaveAugment`, the training pipeline of one clip, configured by ``data.augment``: speed and
@@ -27,7 +27,17 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor, nn
 
-__all__ = ["WaveAugment", "LoudnessNormalize", "normalize_loudness", "mix_at_snr", "change_speed", "place_or_crop", "uniform"]
+__all__ = [
+    "WaveAugment",
+    "LoudnessNormalize",
+    "normalize_loudness",
+    "mix_at_snr",
+    "change_speed",
+    "time_stretch",
+    "pitch_shift",
+    "place_or_crop",
+    "uniform",
+]
 
 EPS = 1e-8
 
@@ -55,6 +65,31 @@ def change_speed(audio: Tensor, factor: float) -> Tensor:
     Returns ``(~L / factor,)``."""
     percent = int(round(factor * 100))
     return audio if percent == 100 else AF.resample(audio, percent, 100)
+
+
+def time_stretch(audio: Tensor, rate: float, n_fft: int = 512) -> Tensor:
+    """``(L,)`` played ``rate`` times faster at the same pitch: a phase vocoder
+    (``torchaudio.functional.phase_vocoder``) over a Hann STFT of ``n_fft`` points, hop ``n_fft / 4``.
+    Returns ``(round(L / rate),)``."""
+    if rate == 1.0:
+        return audio
+    hop = n_fft // 4
+    window = torch.hann_window(n_fft, device=audio.device)
+    spec = torch.stft(audio, n_fft, hop, window=window, return_complex=True)  # (F, frames)
+    advance = torch.linspace(0, math.pi * hop, spec.shape[0], device=audio.device)[:, None]  # (F, 1)
+    stretched = AF.phase_vocoder(spec, rate, advance)  # (F, ~frames / rate)
+    return torch.istft(stretched, n_fft, hop, window=window, length=int(round(audio.shape[0] / rate)))
+
+
+def pitch_shift(audio: Tensor, steps: float, n_fft: int = 512) -> Tensor:
+    """``(L,)`` shifted by ``steps`` semitones at the same length: stretched by ``2^(steps/12)`` with
+    :func:`time_stretch`, then sped up by that factor with :func:`change_speed` (rounded to 1/100).
+
+    Why not ``torchaudio.functional.pitch_shift``: it resamples between ``rate / 2^(steps/12)`` and
+    ``rate``, rates without a common divisor, which builds a filter of thousands of taps per call."""
+    factor = 2 ** (steps / 12)
+    shifted = change_speed(time_stretch(audio, 1 / factor, n_fft), factor)
+    return torch.nn.functional.pad(shifted, (0, max(0, audio.shape[0] - shifted.shape[0])))[: audio.shape[0]]
 
 
 def mix_at_snr(audio: Tensor, noise: Tensor, snr_db: float) -> Tensor:
@@ -109,7 +144,7 @@ class WaveAugment:
 
     - ``speed: [low, high]``, ``speed_prob`` (1.0): speed factor drawn uniformly;
     - ``pitch_steps: [low, high]``, ``pitch_prob`` (1.0): semitones, a whole number drawn uniformly
-      (``torchaudio.functional.pitch_shift``; slower than speed);
+      (:func:`pitch_shift`; slower than speed);
     - ``place: random``: a clip shorter than the window lands at a random offset (default: at the start);
     - ``gain_db: [low, high]``: gain drawn uniformly in dB;
     - ``polarity: true``: the sign flipped with probability 1/2;
@@ -154,7 +189,7 @@ class WaveAugment:
         if self.pitch is not None and self._happens(self.pitch_prob):
             steps = int(torch.randint(int(math.ceil(self.pitch[0])), int(math.floor(self.pitch[1])) + 1, ()))
             if steps:
-                x = AF.pitch_shift(x.unsqueeze(0), self.sample_rate, steps).squeeze(0)
+                x = pitch_shift(x, steps)
         x = place_or_crop(x, self.window, self.random_place)  # (window,)
         if self.gain is not None:
             x = x * 10 ** (uniform(*self.gain) / 20)
