@@ -14,8 +14,10 @@ from aug_attn_tasks.audio.transforms import (
     LoudnessNormalize,
     WaveAugment,
     change_speed,
+    compress_dynamic_range,
     mix_at_snr,
     normalize_loudness,
+    perturb,
     pitch_shift,
     place_or_crop,
     time_stretch,
@@ -135,6 +137,29 @@ def test_single_label_training_writes_accuracy_and_a_confusion_matrix(tmp_path, 
     assert counts.sum() == 3 and counts.sum(axis=1).tolist() == [1, 1, 1]  # one test clip per word
     assert main(["test", str(run / "checkpoints" / "best.ckpt")]) == 0
     assert (run / "checkpoints" / "eval" / "confusion_matrix.tsv").read_text() == (run / "confusion_matrix.tsv").read_text()
+    plain = float(printed.split("test accuracy: ")[1].split()[0])
+    capsys.readouterr()
+    assert main(["test", str(run / "checkpoints" / "best.ckpt"), "--perturb", "white_noise", "--strengths", "0,0.4"]) == 0
+    table = (run / "checkpoints" / "eval" / "robustness_white_noise.tsv").read_text().splitlines()
+    assert table[0] == "strength\taccuracy\tmacro_accuracy" and len(table) == 3
+    assert float(table[1].split("\t")[1]) == pytest.approx(plain, abs=1e-4)  # strength 0: the plain test
+    assert "robustness to white_noise" in capsys.readouterr().out
+
+
+def test_robustness_perturbations():
+    clip = _tone(RATE)
+    loud = torch.cat([clip[: RATE // 2], 0.01 * clip[RATE // 2 :]])  # a loud and a quiet half
+    squeezed = compress_dynamic_range(loud, 4.0)
+    assert float(squeezed.abs().max()) == pytest.approx(float(loud.abs().max()), rel=1e-5)  # make-up gain
+    ratio = lambda x: float(x[: RATE // 2].pow(2).mean() / x[RATE // 2 :].pow(2).mean())  # noqa: E731
+    assert ratio(squeezed) < ratio(loud) / 10  # the level difference shrinks
+    generator = torch.Generator().manual_seed(0)
+    noisy = perturb(clip, "white_noise", 0.25, generator)
+    assert float((noisy - 0.75 * clip).abs().max()) == pytest.approx(0.25 * float(clip.max()), rel=1e-5)
+    assert perturb(clip, "time_stretch", 2**0.5).shape[0] == round(RATE / 2**0.5)
+    assert torch.equal(perturb(clip, "pitch_shift", 0.0), clip)
+    with pytest.raises(ValueError, match="perturbation 'reverb'"):
+        perturb(clip, "reverb", 1.0)
 
 
 def test_label_smoothing_needs_single_label():

@@ -43,7 +43,7 @@ from aug_attn_tasks.audio.cache import prepare_cache
 from aug_attn_tasks.audio.catalog import AUDIO_EXTENSIONS, SPLITS, Catalog, audio_root, default_cache_dir, labelled_catalog, random_split
 from aug_attn_tasks.audio.layouts import esc50_catalog, folder_catalog, gtzan_catalog, speech_commands_catalog, urbansound8k_catalog
 from aug_attn_tasks.audio.io import chunk_windows
-from aug_attn_tasks.audio.transforms import WaveAugment, place_or_crop
+from aug_attn_tasks.audio.transforms import WaveAugment, perturb, place_or_crop
 from aug_attn_tasks.audio.synthetic import SYNTHETIC_TAGS, synthetic_clip
 from aug_attn_tasks.loaders import eval_loader, train_loader
 
@@ -211,6 +211,8 @@ class ClipDataset(Dataset):
         targets: ``(N, T)`` or ``(N,)``.
         augment: the training transform, ``(L,) -> (chunk,)``
             (:class:`~aug_attn_tasks.audio.transforms.WaveAugment`).
+        perturb: evaluation only, ``(clip index, (L,)) -> (L',)`` applied to the whole clip before
+            it is cut into chunks (robustness tests).
     """
 
     def __init__(
@@ -220,9 +222,10 @@ class ClipDataset(Dataset):
         chunk: int,
         num_chunks: int | None = None,
         augment: Callable[[np.ndarray], torch.Tensor] | None = None,
+        perturb: Callable[[int, np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.load, self.targets, self.chunk, self.num_chunks = load, targets, chunk, num_chunks
-        self.augment = augment
+        self.augment, self.perturb = augment, perturb
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -233,7 +236,24 @@ class ClipDataset(Dataset):
             # A copy: cached arrays are read-only memory maps.
             crop = self.augment(audio) if self.augment else place_or_crop(torch.from_numpy(np.array(audio, dtype=np.float32)), self.chunk)
             return crop, torch.as_tensor(self.targets[index])
+        if self.perturb is not None:
+            audio = self.perturb(index, audio)
         return torch.from_numpy(chunk_windows(audio, self.chunk, count=self.num_chunks)), torch.as_tensor(self.targets[index])
+
+
+def _test_perturbation(cfg: dict[str, Any] | None) -> Callable[[int, np.ndarray], np.ndarray] | None:
+    """``data.perturb = {kind, strength, seed}`` as a clip transform; random draws (white noise) are a
+    function of ``(seed, clip index)``, so every run and every process perturbs a clip alike."""
+    if not cfg:
+        return None
+    kind, strength, seed = cfg["kind"], float(cfg["strength"]), int(cfg.get("seed", 0))
+    perturb(torch.zeros(1024), kind, strength)  # an unknown kind fails here, before any clip is read
+
+    def apply(index: int, audio: np.ndarray) -> np.ndarray:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        return perturb(torch.from_numpy(np.array(audio, dtype=np.float32)), kind, strength, generator).numpy()
+
+    return apply
 
 
 class AudioDataModule(L.LightningDataModule):
@@ -244,7 +264,8 @@ class AudioDataModule(L.LightningDataModule):
     ``val_chunks`` (validation, default ``eval_chunks``), ``cache_dir`` (default
     ``<root>/cache-<rate>hz``), ``skip_errors`` (log and count undecodable files instead of failing),
     ``verify_cache``, ``augment`` (training transforms, :class:`~aug_attn_tasks.audio.transforms.WaveAugment`;
-    off by default); synthetic: ``seed``, ``clip_seconds``, ``num_train``/``num_valid``/``num_test``.
+    off by default), ``perturb`` (``{kind, strength, seed}``: a robustness perturbation of every test
+    clip, :func:`~aug_attn_tasks.audio.transforms.perturb`); synthetic: ``seed``, ``clip_seconds``, ``num_train``/``num_valid``/``num_test``.
     """
 
     def __init__(self, cfg: dict[str, Any]) -> None:
@@ -280,7 +301,8 @@ class AudioDataModule(L.LightningDataModule):
         chunks = {"train": None, "valid": int(self.cfg.get("val_chunks", eval_chunks)), "test": eval_chunks}
         augment = WaveAugment(self.cfg.get("augment"), self.chunk, self.sample_rate, loaders.get("noise", []))
         for split in SPLITS:
-            self.datasets[split] = ClipDataset(loaders[split], self.catalog.targets[split], self.chunk, chunks[split], augment)
+            perturb = _test_perturbation(self.cfg.get("perturb")) if split == "test" else None
+            self.datasets[split] = ClipDataset(loaders[split], self.catalog.targets[split], self.chunk, chunks[split], augment, perturb)
 
     def _synthetic_loaders(self) -> dict[str, Callable[[int], np.ndarray]]:
         seed, seconds = int(self.cfg.get("seed", 0)), float(self.cfg.get("clip_seconds", 2.0))

@@ -8,6 +8,7 @@ and two thin holders of their settings:
   placement inside it), random gain, random polarity, additive noise at a sampled SNR (background
   recordings when the dataset has them, white noise otherwise). Everything is off by default; then it
   is exactly the plain random crop (one draw).
+- :func:`perturb`, the robustness tests of Won et al. 2020 (``data.perturb`` at test time).
 - :class:`LoudnessNormalize`, ``model.normalize``: each model input scaled to unit peak or to a
   fixed RMS, in training, evaluation, ``aug-attn tag`` and exported models alike.
 
@@ -37,6 +38,10 @@ __all__ = [
     "pitch_shift",
     "place_or_crop",
     "uniform",
+    "compress_dynamic_range",
+    "white_noise_mix",
+    "perturb",
+    "PERTURBATIONS",
 ]
 
 EPS = 1e-8
@@ -107,6 +112,52 @@ def normalize_loudness(x: Tensor, mode: str, target_rms: float = 0.1) -> Tensor:
     if mode == "rms":
         return x * (target_rms / x.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(EPS))
     raise ValueError(f"model.normalize={mode!r}: expected peak, rms or null")
+
+
+def compress_dynamic_range(audio: Tensor, ratio: float, threshold_db: float = -30.0, frame: int = 400) -> Tensor:
+    """A static compressor: where the RMS envelope (frames of ``frame`` samples, linearly
+    interpolated) exceeds ``threshold_db`` below the clip's peak, the level above it is divided by
+    ``ratio``; the result is scaled back to the input's peak (make-up gain). ``(L,) -> (L,)``."""
+    if ratio == 1.0 or audio.abs().max() == 0:
+        return audio
+    peak = audio.abs().max()
+    frames = torch.nn.functional.pad(audio, (0, -audio.shape[0] % frame)).view(-1, frame)  # (F, frame)
+    rms = frames.pow(2).mean(dim=1).sqrt().clamp_min(EPS)  # (F,)
+    envelope = torch.nn.functional.interpolate(rms[None, None], size=audio.shape[0], mode="linear", align_corners=False)[0, 0]
+    over_db = (20 * torch.log10(envelope / peak) - threshold_db).clamp_min(0)  # (L,) dB above the threshold
+    compressed = audio * 10 ** (-over_db * (1 - 1 / ratio) / 20)
+    return compressed * (peak / compressed.abs().max().clamp_min(EPS))
+
+
+def white_noise_mix(audio: Tensor, amount: float, generator: torch.Generator | None = None) -> Tensor:
+    """Won et al. 2020's noise test: ``(1 - amount) x + amount * n * max(x)``, ``n`` white noise of unit peak."""
+    noise = torch.randn(audio.shape[0], generator=generator)
+    return (1 - amount) * audio + amount * noise / noise.abs().max() * audio.max()
+
+
+# Robustness tests (``aug-attn test CKPT --perturb KIND``) and their default strength grids: the
+# ranges Won et al. 2020 evaluate (time stretch 2^[-1/2, 1/2], pitch shift [-1, 1] semitones,
+# white noise [0.1, 0.4]); compression: ratios of a -30 dB threshold compressor.
+PERTURBATIONS: dict[str, tuple[float, ...]] = {
+    "time_stretch": (2**-0.5, 2**-0.25, 1.0, 2**0.25, 2**0.5),
+    "pitch_shift": (-1.0, -0.5, 0.0, 0.5, 1.0),
+    "compression": (1.0, 2.0, 4.0, 8.0, 16.0),
+    "white_noise": (0.0, 0.1, 0.2, 0.3, 0.4),
+}
+
+
+def perturb(audio: Tensor, kind: str, strength: float, generator: torch.Generator | None = None) -> Tensor:
+    """One robustness perturbation of a whole clip ``(L,)``: ``time_stretch`` (rate; the length
+    changes), ``pitch_shift`` (semitones), ``compression`` (ratio), ``white_noise`` (amount)."""
+    if kind == "time_stretch":
+        return time_stretch(audio, strength)
+    if kind == "pitch_shift":
+        return pitch_shift(audio, strength) if strength else audio
+    if kind == "compression":
+        return compress_dynamic_range(audio, strength)
+    if kind == "white_noise":
+        return white_noise_mix(audio, strength, generator)
+    raise ValueError(f"perturbation {kind!r}: expected one of {', '.join(PERTURBATIONS)}")
 
 
 class LoudnessNormalize(nn.Module):
