@@ -1,7 +1,7 @@
 """The ``tagging`` recipe: raw-waveform music tagging (multi-label) or classification (single-label).
 
 Config sections used: ``data`` (see :class:`~aug_attn_tasks.audio.datasets.AudioDataModule`),
-``model`` (``name``: muslcat | muslcan | samplecnn, other keys go to the model's constructor),
+``model`` (``name``: muslcat | muslcan | samplecnn | plaincnn, other keys go to the model's constructor),
 ``optim`` (:func:`~aug_attn_tasks.optim.build_optimization`), ``loss``. Multi-label sets train with
 binary cross-entropy and report macro ROC-AUC / PR-AUC; single-label sets use cross-entropy and
 report accuracy (micro and macro over classes) and a confusion matrix, ``confusion_matrix.tsv`` in
