@@ -2,7 +2,8 @@
 
 ``aug-attn train CONFIG [--section.key VALUE ...] [--resume CKPT]``: train, keep the best
 checkpoint by the config's validation metric, test it, print the metrics.
-``aug-attn test CHECKPOINT [--section.key VALUE ...]``: evaluate a checkpoint.
+``aug-attn test CHECKPOINT [--section.key VALUE ...] [--perturb KIND [--strengths S,...]]``: evaluate a
+checkpoint (``--perturb``: audio robustness over a grid of strengths, :mod:`aug_attn_tasks.audio.robustness`).
 ``aug-attn export CHECKPOINT OUT [--format pt2|onnx] [--batch-size B]``: export the model for deployment.
 ``aug-attn configs``: list the shipped configs.
 ``aug-attn tag|classify PATH [PATH ...] --checkpoint CKPT``: batch inference (:mod:`aug_attn_tasks.batch`).
@@ -34,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="CKPT", help="resume training from this checkpoint (e.g. .../last.ckpt)")
     test = sub.add_parser("test", help="evaluate a checkpoint written by `aug-attn train`")
     test.add_argument("checkpoint")
+    test.add_argument(
+        "--perturb",
+        choices=["time_stretch", "pitch_shift", "compression", "white_noise"],
+        help="audio: test again with every clip perturbed, over a grid of strengths (Won et al. 2020)",
+    )
+    test.add_argument("--strengths", help="comma-separated strengths for --perturb (default: its grid)")
     export = sub.add_parser("export", help="export a checkpoint's model with torch.export (.pt2) or to ONNX")
     export.add_argument("checkpoint")
     export.add_argument("out", help="output file, e.g. model.pt2 or model.onnx")
@@ -64,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parser.parse_known_args(argv)
     if overrides and args.command not in ("train", "test"):
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+    if args.command == "test" and args.strengths and not args.perturb:
+        parser.error("--strengths goes with --perturb")
     try:
         if args.command == "configs":
             print("\n".join(available_configs()))
@@ -75,9 +84,15 @@ def main(argv: list[str] | None = None) -> int:
             release_process_group()
             return 0
         if args.command == "test":
-            from aug_attn_tasks.train import evaluate
+            if args.perturb:
+                from aug_attn_tasks.audio.robustness import robustness
 
-            evaluate(args.checkpoint, overrides)
+                strengths = [float(v) for v in args.strengths.split(",")] if args.strengths else None
+                robustness(args.checkpoint, args.perturb, strengths, overrides)
+            else:
+                from aug_attn_tasks.train import evaluate
+
+                evaluate(args.checkpoint, overrides)
             release_process_group()
             return 0
         if args.command == "export":

@@ -260,7 +260,7 @@ def test_folder_layout_single_label(tmp_path, caplog):
         again = AudioDataModule(cfg)
     assert again.catalog.tags == ["blues", "jazz"] and again.catalog.keys == data.catalog.keys
     assert "scans: no audio files" in caplog.text and "cache-16000hz" not in caplog.text
-    with pytest.raises(ValueError, match="split_dir is read by layout mtat only"):
+    with pytest.raises(ValueError, match="split_dir is read by layouts mtat and gtzan only"):
         build_catalog({**cfg, "split_dir": str(tmp_path / "splits")})
 
 

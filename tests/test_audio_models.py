@@ -1,4 +1,4 @@
-"""MuSLCAT, MuSLCAN and SampleCNN: shapes on several lengths, attention placement, argument errors."""
+"""MuSLCAT, MuSLCAN, SampleCNN and PlainCNN: shapes on several lengths, attention placement, argument errors."""
 
 from __future__ import annotations
 
@@ -68,3 +68,16 @@ def test_waveform_conv_matches_conv1d():
     conv.weight.data.copy_(stem.weight.data)
     x = torch.randn(2, 1, 1000)
     torch.testing.assert_close(stem(x), conv(x))
+
+
+def test_plain_cnn_shapes_and_minimum_length():
+    from aug_attn.models.plaincnn import PlainCNN
+
+    model = PlainCNN(4, channels=(8, 16, 16), kernel_size=16, stride=4, pool=4).eval()
+    assert model.min_length == 4 * 4**3
+    for length in (256, 1000, 4000):
+        out = model(torch.randn(3, length))
+        assert out.shape == (3, 4) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="PlainCNN needs at least 256 samples"):
+        model(torch.randn(1, 255))
+    assert sum(p.numel() for p in PlainCNN(10).parameters()) == 184_522  # the default of plaincnn_clips (10 classes)

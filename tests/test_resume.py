@@ -1,5 +1,6 @@
 """Exact resume: a run killed in the middle of an epoch and resumed from its last checkpoint ends with the
-same weights and test metrics as the uninterrupted run (dropout and data augmentation included)."""
+same weights and test metrics as the uninterrupted run (dropout and data augmentation included: for tagging,
+every waveform transform and mixup, see test_distributed.CONFIGS)."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from aug_attn.models.resnet import (
     wrn28_10,
 )
 from aug_attn.models.muslcat import MuSLCAN, MuSLCAT
+from aug_attn.models.plaincnn import PlainCNN
 from aug_attn.models.samplecnn import SampleCNN
 from aug_attn.models.risurconv import RISurConvClassifier, RISurConvSegmenter
 from aug_attn.models.pointnet2 import PointNet2Classifier, PointNet2Segmenter
@@ -28,6 +29,7 @@ __all__ = [
     "wrn28_10",
     "MuSLCAN",
     "MuSLCAT",
+    "PlainCNN",
     "SampleCNN",
     "RISurConvClassifier",
     "RISurConvSegmenter",

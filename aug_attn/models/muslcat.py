@@ -1,9 +1,9 @@
 """MuSLCAT and MuSLCAN: multi-scale, multi-level convolutional attention taggers on raw waveforms.
 
-Middlebrook, Sun, Zhou, "MuSLCAT: Multi-Scale Multi-Level Convolutional Attention Transformer for
-Discriminative Music Modeling on Raw Waveforms", 2021 (arXiv:2104.02309). The paper describes the
-architecture in words and publishes no code, so this is our reading of it; every choice below that
-the paper does not pin down is ours and says why.
+Kai Middlebrook, Shyam Sudhakaran, David Guy Brizan, "MuSLCAT: Multi-Scale Multi-Level Convolutional
+Attention Transformer for Discriminative Music Modeling on Raw Waveforms", 2021 (arXiv:2104.02309).
+The paper describes the architecture in words and publishes no code, so this is our reading of it;
+every choice below that the paper does not pin down is ours and says why.
 
 Architecture (``x``: ``(B, L)`` waveform at 16 kHz, 59,049 samples by default)::
 

@@ -1,4 +1,4 @@
-"""Tagging datasets: MagnaTagATune, folder-per-class, CSV multi-label, synthetic; one DataModule.
+"""Tagging and classification datasets: MagnaTagATune, the single-label layouts, CSV, synthetic; one DataModule.
 
 A *catalog* lists a dataset's tags and, per split (``train``, ``valid``, ``test``), the clips as
 relative file paths with their targets; :func:`build_catalog` reads it from the ``data`` config
@@ -14,16 +14,16 @@ Layouts (``data.layout``):
   ix = CSV row) those define tags and splits; otherwise the ``top_k`` (50) most frequent tags over
   the whole CSV, folders 0-b train, c valid, d-f test, and, as Won et al.'s split script does,
   only clips with at least one of those tags (the others are logged and left out).
-- ``folder``: ``<root>/<label>/*.wav|flac|ogg|mp3`` (GTZAN); single-label, labels sorted. Folders
-  without audio files (e.g. the default cache ``<root>/cache-<rate>hz``) are not labels; they are
-  logged, except the cache.
+- ``folder``, ``speech_commands``, ``esc50``, ``urbansound8k``, ``gtzan``: single-label layouts
+  as released, see :mod:`~aug_attn_tasks.audio.layouts`.
 - ``csv``: ``data.csv`` with a ``path`` column (relative to the CSV's folder, staying inside it),
-  one 0/1 column per tag and optionally a ``split`` column (train/valid/test). A file listed twice
-  is an error.
+  optionally a ``split`` column (train/valid/test), and either a ``label`` column (single-label;
+  other columns are metadata and ignored) or one 0/1 column per tag (multi-label). A file listed
+  twice is an error.
 - ``synthetic``: :mod:`~aug_attn_tasks.audio.synthetic` clips, generated in memory.
 
-``folder`` and ``csv`` without split information are split per class (folder) or at random (csv)
-with ``data.split_seed`` into ``1 - valid_fraction - test_fraction`` / ``valid_fraction`` /
+``folder`` and ``csv`` without split information are split per class (folder, single-label csv) or
+at random (multi-label csv) with ``data.split_seed`` into ``1 - valid_fraction - test_fraction`` / ``valid_fraction`` /
 ``test_fraction``.
 """
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,33 +40,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from aug_attn_tasks.audio.cache import prepare_cache
-from aug_attn_tasks.audio.io import chunk_windows, fit_length
+from aug_attn_tasks.audio.catalog import AUDIO_EXTENSIONS, SPLITS, Catalog, audio_root, default_cache_dir, labelled_catalog, random_split
+from aug_attn_tasks.audio.layouts import esc50_catalog, folder_catalog, gtzan_catalog, speech_commands_catalog, urbansound8k_catalog
+from aug_attn_tasks.audio.io import chunk_windows
+from aug_attn_tasks.audio.transforms import WaveAugment, perturb, place_or_crop
 from aug_attn_tasks.audio.synthetic import SYNTHETIC_TAGS, synthetic_clip
 from aug_attn_tasks.loaders import eval_loader, train_loader
 
 __all__ = ["Catalog", "build_catalog", "ClipDataset", "AudioDataModule", "AUDIO_EXTENSIONS", "SPLITS"]
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-SPLITS = ("train", "valid", "test")
 MTAT_CSV = "annotations_final.csv"
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Catalog:
-    """Tags and per-split clips: ``keys[split]`` relative paths, ``targets[split]`` ``(N, T)`` float32
-    multi-hot (multi-label) or ``(N,)`` int64 class indices (single-label)."""
-
-    tags: list[str]
-    multi_label: bool
-    keys: dict[str, list[str]] = field(default_factory=dict)
-    targets: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def drop(self, split: str, missing: set[str]) -> None:
-        """Remove the clips named in ``missing`` from ``split``."""
-        keep = [i for i, k in enumerate(self.keys[split]) if k not in missing]
-        self.keys[split] = [self.keys[split][i] for i in keep]
-        self.targets[split] = self.targets[split][keep]
 
 
 def _read_mtat_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -133,49 +116,6 @@ def _mtat_catalog(cfg: dict[str, Any]) -> Catalog:
     return catalog
 
 
-def _random_split(n: int, cfg: dict[str, Any], groups: np.ndarray | None = None) -> np.ndarray:
-    """Split labels (0 train, 1 valid, 2 test) for ``n`` items, stratified by ``groups`` if given."""
-    rng = np.random.default_rng(int(cfg.get("split_seed", 0)))
-    valid, test = float(cfg.get("valid_fraction", 0.1)), float(cfg.get("test_fraction", 0.1))
-    assignment = np.zeros(n, dtype=np.int64)
-    for group in np.unique(groups) if groups is not None else [None]:
-        members = np.flatnonzero(groups == group) if groups is not None else np.arange(n)
-        members = rng.permutation(members)
-        n_test, n_valid = int(round(test * len(members))), int(round(valid * len(members)))
-        assignment[members[:n_test]] = 2
-        assignment[members[n_test : n_test + n_valid]] = 1
-    return assignment
-
-
-def _folder_catalog(cfg: dict[str, Any]) -> Catalog:
-    root = Path(cfg["root"])
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder not found: {root}")
-    cache = Path(cfg.get("cache_dir") or default_cache_dir(cfg)).resolve()
-    labels, files_of = [], {}
-    for folder in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
-        if files:
-            labels.append(folder.name)
-            files_of[folder.name] = files
-        elif folder.resolve() != cache:
-            log.warning("%s: no audio files (%s), not a label", folder, ", ".join(AUDIO_EXTENSIONS))
-    keys, classes = [], []
-    for index, label in enumerate(labels):
-        keys += [f"{label}/{p.name}" for p in files_of[label]]
-        classes += [index] * len(files_of[label])
-    if not keys:
-        raise ValueError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in <root>/<label>/ folders")
-    classes_arr = np.array(classes, dtype=np.int64)
-    assignment = _random_split(len(keys), cfg, classes_arr)
-    catalog = Catalog(labels, False)
-    for code, split in enumerate(SPLITS):
-        rows = np.flatnonzero(assignment == code)
-        catalog.keys[split] = [keys[i] for i in rows]
-        catalog.targets[split] = classes_arr[rows]
-    return catalog
-
-
 def _csv_catalog(cfg: dict[str, Any]) -> Catalog:
     path = Path(cfg["csv"])
     if not path.is_file():
@@ -186,7 +126,8 @@ def _csv_catalog(cfg: dict[str, Any]) -> Catalog:
         fields = reader.fieldnames or []
     if "path" not in fields:
         raise ValueError(f"{path}: needs a 'path' column, found {fields}")
-    tags = [f for f in fields if f not in ("path", "split")]
+    single_label = "label" in fields  # then other columns (speaker, notes, ...) are metadata, not tags
+    tags = [] if single_label else [f for f in fields if f not in ("path", "split")]
     seen: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):  # line 1 is the header
         if None in row or any(value is None for value in row.values()):
@@ -194,6 +135,8 @@ def _csv_catalog(cfg: dict[str, Any]) -> Catalog:
         bad = [t for t in tags if row[t].strip() not in ("0", "1", "0.0", "1.0")]
         if bad:
             raise ValueError(f"{path}, line {line}: tag columns must hold 0 or 1, got {bad[0]}={row[bad[0]]!r}")
+        if single_label and not row["label"].strip():
+            raise ValueError(f"{path}, line {line}: empty label")
         key = Path(row["path"]).as_posix()
         if not row["path"] or Path(row["path"]).is_absolute() or ".." in Path(row["path"]).parts:
             raise ValueError(f"{path}, line {line}: path {row['path']!r} must be relative to the CSV's folder and stay inside it")
@@ -201,7 +144,7 @@ def _csv_catalog(cfg: dict[str, Any]) -> Catalog:
             raise ValueError(f"{path}, line {line}: {key} is already listed on line {seen[key]}")
         seen[key] = line
         row["path"] = key
-    targets = np.array([[float(r[t]) for t in tags] for r in rows], dtype=np.float32)
+    classes = sorted({r["label"].strip() for r in rows}) if single_label else []
     if "split" in fields:
         names = {"train": 0, "valid": 1, "val": 1, "validation": 1, "test": 2}
         unknown = {r["split"] for r in rows} - set(names)
@@ -209,7 +152,12 @@ def _csv_catalog(cfg: dict[str, Any]) -> Catalog:
             raise ValueError(f"{path}: unknown split values {sorted(unknown)}; use train, valid, test")
         assignment = np.array([names[r["split"]] for r in rows])
     else:
-        assignment = _random_split(len(rows), cfg)
+        groups = np.array([classes.index(r["label"].strip()) for r in rows]) if single_label else None
+        assignment = random_split(len(rows), cfg, groups)
+    if single_label:
+        items = {s: [(r["path"], r["label"].strip()) for r, a in zip(rows, assignment) if a == code] for code, s in enumerate(SPLITS)}
+        return labelled_catalog(items, classes, str(path))
+    targets = np.array([[float(r[t]) for t in tags] for r in rows], dtype=np.float32)
     catalog = Catalog(tags, True)
     for code, split in enumerate(SPLITS):
         idx = np.flatnonzero(assignment == code)
@@ -231,7 +179,11 @@ def _synthetic_catalog(cfg: dict[str, Any]) -> Catalog:
 
 _CATALOGS: dict[str, Callable[[dict[str, Any]], Catalog]] = {
     "mtat": _mtat_catalog,
-    "folder": _folder_catalog,
+    "folder": folder_catalog,
+    "speech_commands": speech_commands_catalog,
+    "esc50": esc50_catalog,
+    "urbansound8k": urbansound8k_catalog,
+    "gtzan": gtzan_catalog,
     "csv": _csv_catalog,
     "synthetic": _synthetic_catalog,
 }
@@ -242,35 +194,38 @@ def build_catalog(cfg: dict[str, Any]) -> Catalog:
     layout = cfg.get("layout", "synthetic")
     if layout not in _CATALOGS:
         raise ValueError(f"data.layout={layout!r}: expected one of {', '.join(_CATALOGS)}")
-    if cfg.get("split_dir") and layout != "mtat":
-        raise ValueError(f"data.split_dir is read by layout mtat only, not {layout!r} (the csv layout takes a split column)")
+    if cfg.get("split_dir") and layout not in ("mtat", "gtzan"):
+        raise ValueError(f"data.split_dir is read by layouts mtat and gtzan only, not {layout!r} (the csv layout takes a split column)")
     return _CATALOGS[layout](cfg)
-
-
-def audio_root(cfg: dict[str, Any]) -> Path:
-    """Folder the catalog's keys are relative to."""
-    return Path(cfg["csv"]).parent if cfg.get("layout") == "csv" else Path(cfg["root"])
-
-
-def default_cache_dir(cfg: dict[str, Any]) -> Path:
-    """``<audio root>/cache-<sample rate>hz``, where the cache goes without ``data.cache_dir``."""
-    return audio_root(cfg) / f"cache-{int(cfg.get('sample_rate', 16000))}hz"
 
 
 class ClipDataset(Dataset):
     """Clips as model inputs.
 
-    Training (``num_chunks=None``): one random crop of ``chunk`` samples per clip, ``(chunk,)``.
-    Evaluation: ``num_chunks`` evenly spaced crops, ``(num_chunks, chunk)``. Clips shorter than
-    ``chunk`` are zero-padded. Items are ``(audio, target)``.
+    Training (``num_chunks=None``): ``augment`` of each clip (default: one random crop of ``chunk``
+    samples, zero-padded when shorter), ``(chunk,)``. Evaluation: ``num_chunks`` evenly spaced crops,
+    ``(num_chunks, chunk)``, never augmented. Items are ``(audio, target)``.
 
     Args:
         load: clip index -> mono waveform ``(L,)`` float32.
         targets: ``(N, T)`` or ``(N,)``.
+        augment: the training transform, ``(L,) -> (chunk,)``
+            (:class:`~aug_attn_tasks.audio.transforms.WaveAugment`).
+        perturb: evaluation only, ``(clip index, (L,)) -> (L',)`` applied to the whole clip before
+            it is cut into chunks (robustness tests).
     """
 
-    def __init__(self, load: Callable[[int], np.ndarray], targets: np.ndarray, chunk: int, num_chunks: int | None = None) -> None:
+    def __init__(
+        self,
+        load: Callable[[int], np.ndarray],
+        targets: np.ndarray,
+        chunk: int,
+        num_chunks: int | None = None,
+        augment: Callable[[np.ndarray], torch.Tensor] | None = None,
+        perturb: Callable[[int, np.ndarray], np.ndarray] | None = None,
+    ) -> None:
         self.load, self.targets, self.chunk, self.num_chunks = load, targets, chunk, num_chunks
+        self.augment, self.perturb = augment, perturb
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -278,12 +233,27 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         audio = self.load(index)
         if self.num_chunks is None:
-            audio = fit_length(audio, self.chunk)
-            start = int(torch.randint(0, audio.shape[0] - self.chunk + 1, ()))  # torch RNG: seeded per worker by Lightning
-            audio = np.array(audio[start : start + self.chunk], dtype=np.float32)
-        else:
-            audio = chunk_windows(audio, self.chunk, count=self.num_chunks)
-        return torch.from_numpy(audio), torch.as_tensor(self.targets[index])
+            # A copy: cached arrays are read-only memory maps.
+            crop = self.augment(audio) if self.augment else place_or_crop(torch.from_numpy(np.array(audio, dtype=np.float32)), self.chunk)
+            return crop, torch.as_tensor(self.targets[index])
+        if self.perturb is not None:
+            audio = self.perturb(index, audio)
+        return torch.from_numpy(chunk_windows(audio, self.chunk, count=self.num_chunks)), torch.as_tensor(self.targets[index])
+
+
+def _test_perturbation(cfg: dict[str, Any] | None) -> Callable[[int, np.ndarray], np.ndarray] | None:
+    """``data.perturb = {kind, strength, seed}`` as a clip transform; random draws (white noise) are a
+    function of ``(seed, clip index)``, so every run and every process perturbs a clip alike."""
+    if not cfg:
+        return None
+    kind, strength, seed = cfg["kind"], float(cfg["strength"]), int(cfg.get("seed", 0))
+    perturb(torch.zeros(1024), kind, strength)  # an unknown kind fails here, before any clip is read
+
+    def apply(index: int, audio: np.ndarray) -> np.ndarray:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        return perturb(torch.from_numpy(np.array(audio, dtype=np.float32)), kind, strength, generator).numpy()
+
+    return apply
 
 
 class AudioDataModule(L.LightningDataModule):
@@ -293,7 +263,9 @@ class AudioDataModule(L.LightningDataModule):
     (model input length), ``batch_size``, ``num_workers``, ``eval_chunks`` (16, test),
     ``val_chunks`` (validation, default ``eval_chunks``), ``cache_dir`` (default
     ``<root>/cache-<rate>hz``), ``skip_errors`` (log and count undecodable files instead of failing),
-    ``verify_cache``; synthetic: ``seed``, ``clip_seconds``, ``num_train``/``num_valid``/``num_test``.
+    ``verify_cache``, ``augment`` (training transforms, :class:`~aug_attn_tasks.audio.transforms.WaveAugment`;
+    off by default), ``perturb`` (``{kind, strength, seed}``: a robustness perturbation of every test
+    clip, :func:`~aug_attn_tasks.audio.transforms.perturb`); synthetic: ``seed``, ``clip_seconds``, ``num_train``/``num_valid``/``num_test``.
     """
 
     def __init__(self, cfg: dict[str, Any]) -> None:
@@ -308,7 +280,7 @@ class AudioDataModule(L.LightningDataModule):
     def cache_files(self) -> tuple[dict[str, Path], dict[str, str]]:
         """Decode every clip of the catalog into the cache; ``(key -> .npy path, key -> skip reason)``."""
         root = audio_root(self.cfg)
-        keys = [k for split in SPLITS for k in self.catalog.keys[split]]
+        keys = [k for split in SPLITS for k in self.catalog.keys[split]] + self.catalog.noise
         cache_dir = self.cfg.get("cache_dir") or default_cache_dir(self.cfg)
         return prepare_cache(
             root, keys, cache_dir, self.sample_rate, bool(self.cfg.get("skip_errors", False)), bool(self.cfg.get("verify_cache", False))
@@ -327,8 +299,10 @@ class AudioDataModule(L.LightningDataModule):
             loaders = self._cached_loaders()
         eval_chunks = int(self.cfg.get("eval_chunks", 16))
         chunks = {"train": None, "valid": int(self.cfg.get("val_chunks", eval_chunks)), "test": eval_chunks}
+        augment = WaveAugment(self.cfg.get("augment"), self.chunk, self.sample_rate, loaders.get("noise", []))
         for split in SPLITS:
-            self.datasets[split] = ClipDataset(loaders[split], self.catalog.targets[split], self.chunk, chunks[split])
+            perturb = _test_perturbation(self.cfg.get("perturb")) if split == "test" else None
+            self.datasets[split] = ClipDataset(loaders[split], self.catalog.targets[split], self.chunk, chunks[split], augment, perturb)
 
     def _synthetic_loaders(self) -> dict[str, Callable[[int], np.ndarray]]:
         seed, seconds = int(self.cfg.get("seed", 0)), float(self.cfg.get("clip_seconds", 2.0))
@@ -340,7 +314,8 @@ class AudioDataModule(L.LightningDataModule):
             loaders[split] = waves.__getitem__
         return loaders
 
-    def _cached_loaders(self) -> dict[str, Callable[[int], np.ndarray]]:
+    def _cached_loaders(self) -> dict[str, Any]:
+        """Per split: clip index -> waveform; ``"noise"``: loaders of the background recordings."""
         arrays, skipped = self.cache_files()
         self.skipped = skipped
         loaders = {}
@@ -352,6 +327,8 @@ class AudioDataModule(L.LightningDataModule):
             paths = [arrays[k] for k in self.catalog.keys[split]]
             # Memory-mapped: a crop reads only its own samples from disk.
             loaders[split] = lambda i, paths=paths: np.load(paths[i], mmap_mode="r")
+        noise = [arrays[k] for k in self.catalog.noise if k in arrays]
+        loaders["noise"] = [lambda path=path: np.load(path, mmap_mode="r") for path in noise]
         return loaders
 
     def train_dataloader(self) -> DataLoader:

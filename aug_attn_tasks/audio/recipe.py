@@ -1,11 +1,18 @@
 """The ``tagging`` recipe: raw-waveform music tagging (multi-label) or classification (single-label).
 
 Config sections used: ``data`` (see :class:`~aug_attn_tasks.audio.datasets.AudioDataModule`),
-``model`` (``name``: muslcat | muslcan | samplecnn, other keys go to the model's constructor),
-``optim`` (:func:`~aug_attn_tasks.optim.build_optimization`). Multi-label sets train with binary
-cross-entropy and report macro ROC-AUC / PR-AUC; single-label sets use cross-entropy and accuracy.
-Validation and test average the sigmoid (softmax) outputs over ``val_chunks`` / ``eval_chunks``
-(16) evenly spaced chunks per clip, the protocol of Won et al. 2020.
+``model`` (``name``: muslcat | muslcan | samplecnn | plaincnn, other keys go to the model's constructor),
+``optim`` (:func:`~aug_attn_tasks.optim.build_optimization`), ``loss``. Multi-label sets train with
+binary cross-entropy and report macro ROC-AUC / PR-AUC; single-label sets use cross-entropy and
+report accuracy (micro and macro over classes) and a confusion matrix, ``confusion_matrix.tsv`` in
+the run folder. Validation and test average the sigmoid (softmax) outputs over ``val_chunks`` /
+``eval_chunks`` (16) evenly spaced chunks per clip, the protocol of Won et al. 2020.
+
+``model.normalize`` (``peak`` | ``rms`` | null) scales every model input window first
+(:class:`~aug_attn_tasks.audio.transforms.LoudnessNormalize`), in training, evaluation and inference.
+``loss.label_smoothing`` (single-label cross-entropy) and ``loss.mixup`` (alpha of the Beta
+distribution of mixup, Zhang et al. 2018; 0 = off) act in training; mixup draws from torch's global
+generator, which checkpoints save and restore.
 """
 
 from __future__ import annotations
@@ -20,17 +27,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.aggregation import CatMetric
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
 
 from aug_attn.models.muslcat import MuSLCAN, MuSLCAT
+from aug_attn.models.plaincnn import PlainCNN
 from aug_attn.models.samplecnn import SampleCNN
 from aug_attn_tasks.audio.datasets import AudioDataModule, build_catalog
 from aug_attn_tasks.audio.metrics import tagging_metrics
+from aug_attn_tasks.audio.transforms import LoudnessNormalize
 from aug_attn_tasks.optim import build_optimization
 
-__all__ = ["MODELS", "TaggingModule", "build_model", "build_module", "build_data", "report", "PER_TAG_FILE"]
+__all__ = ["MODELS", "TaggingModule", "build_model", "build_module", "build_data", "report", "PER_TAG_FILE", "CONFUSION_FILE"]
 
-MODELS: dict[str, type[nn.Module]] = {"muslcat": MuSLCAT, "muslcan": MuSLCAN, "samplecnn": SampleCNN}
+MODELS: dict[str, type[nn.Module]] = {"muslcat": MuSLCAT, "muslcan": MuSLCAN, "samplecnn": SampleCNN, "plaincnn": PlainCNN}
 PER_TAG_FILE = "per_tag_metrics.tsv"
+CONFUSION_FILE = "confusion_matrix.tsv"
 
 
 def inference_command(config: dict[str, Any]) -> str:
@@ -48,6 +59,7 @@ def predictor(module: "TaggingModule", config: dict[str, Any], hop_seconds: floa
 def build_model(model_cfg: dict[str, Any], num_tags: int) -> nn.Module:
     """The model named by ``model_cfg["name"]``, other keys as constructor arguments."""
     kwargs = dict(model_cfg)
+    kwargs.pop("normalize", None)  # the module's input transform, not a constructor argument
     name = kwargs.pop("name", None)
     if name not in MODELS:
         raise ValueError(f"model.name={name!r}: expected one of {', '.join(MODELS)}")
@@ -65,15 +77,27 @@ class TaggingModule(L.LightningModule):
         self.tags: list[str] = list(config["data"]["tags"])
         self.multi_label = bool(config["data"]["multi_label"])
         self.model = build_model(config.get("model", {}), len(self.tags))
+        self.normalize = LoudnessNormalize(config.get("model", {}).get("normalize"))
+        loss = config.get("loss", {})
+        unknown = sorted(set(loss) - {"label_smoothing", "mixup"})
+        if unknown:
+            raise ValueError(f"loss: unknown keys {unknown}; expected label_smoothing, mixup")
+        self.label_smoothing, self.mixup = float(loss.get("label_smoothing", 0.0)), float(loss.get("mixup", 0.0))
+        if self.label_smoothing and self.multi_label:
+            raise ValueError("loss.label_smoothing applies to single-label cross-entropy; this dataset is multi-label")
+        # Text files of the last test (name -> content), written into the run folder by the trainer.
+        self.report_files: dict[str, str] = {}
         # Clip scores and targets of the evaluated split; compute() concatenates them across processes.
         self.eval_scores, self.eval_targets = CatMetric(nan_strategy="disable"), CatMetric(nan_strategy="disable")
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, L)`` waveforms -> ``(B, T)`` logits."""
-        return self.model(x)
+        return self.model(self.normalize(x))
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(logits, target) if self.multi_label else F.cross_entropy(logits, target)
+        if self.multi_label:
+            return F.binary_cross_entropy_with_logits(logits, target)
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
     def clip_scores(self, windows: Tensor, batch_windows: int = 64) -> tuple[Tensor, Tensor]:
         """``(B, K, L)`` windows of B clips -> (per-clip probabilities averaged over windows ``(B, T)``,
@@ -86,7 +110,13 @@ class TaggingModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         audio, target = batch  # (B, L), (B, T) or (B,)
-        loss = self.loss(self(audio), target)
+        if self.mixup > 0:
+            weight = float(torch.distributions.Beta(self.mixup, self.mixup).sample())
+            partner = torch.randperm(audio.shape[0], device=audio.device)
+            logits = self(weight * audio + (1 - weight) * audio[partner])  # (B, T)
+            loss = weight * self.loss(logits, target) + (1 - weight) * self.loss(logits, target[partner])
+        else:
+            loss = self.loss(self(audio), target)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=audio.shape[0])
         return loss
 
@@ -112,7 +142,7 @@ class TaggingModule(L.LightningModule):
         self.eval_scores.reset()
         self.eval_targets.reset()
         if not self.multi_label:
-            self.log(f"{split}/accuracy", float((scores.argmax(axis=1) == targets).mean()), prog_bar=True)
+            self._class_metrics(split, torch.from_numpy(scores), torch.from_numpy(targets), per_class=per_tag)
             return
         result = tagging_metrics(scores, targets, self.tags)
         self.log(f"{split}/roc_auc", result["roc_auc"], prog_bar=True)
@@ -123,6 +153,18 @@ class TaggingModule(L.LightningModule):
                 values[f"{split}/pr_auc/{tag}"] = m["pr_auc"]
                 values[f"{split}/positives/{tag}"] = float(m["positives"])
         self.log_dict(values)
+
+    def _class_metrics(self, split: str, scores: Tensor, targets: Tensor, per_class: bool) -> None:
+        """Accuracy (micro: of clips; macro: mean per-class recall) of ``scores (N, C)``, ``targets (N,)``;
+        with ``per_class``, the confusion matrix (rows: true class, columns: predicted) as a report file."""
+        num = len(self.tags)
+        self.log(f"{split}/accuracy", float(multiclass_accuracy(scores, targets, num, average="micro")), prog_bar=True)
+        self.log(f"{split}/macro_accuracy", float(multiclass_accuracy(scores, targets, num, average="macro")))
+        if per_class:
+            matrix = multiclass_confusion_matrix(scores, targets, num).tolist()
+            lines = ["true \\ predicted\t" + "\t".join(self.tags)]
+            lines += [f"{tag}\t" + "\t".join(str(v) for v in row) for tag, row in zip(self.tags, matrix)]
+            self.report_files[CONFUSION_FILE] = "\n".join(lines) + "\n"
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_metrics("val", per_tag=False)
@@ -164,7 +206,11 @@ def report(metrics: dict[str, float], config: dict[str, Any], run_dir: str | Pat
     config = _with_tags(config)
     tags, name = config["data"]["tags"], config.get("name", "run")
     if "test/accuracy" in metrics:
-        print(f"[{name}] test accuracy: {metrics['test/accuracy']:.4f}  ({len(tags)} classes)")
+        print(
+            f"[{name}] test accuracy: {metrics['test/accuracy']:.4f}  macro (mean per-class): "
+            f"{metrics['test/macro_accuracy']:.4f}  ({len(tags)} classes)"
+        )
+        print(f"[{name}] confusion matrix: {Path(run_dir) / CONFUSION_FILE}")
         return
     rows = [
         (tag, metrics[f"test/roc_auc/{tag}"], metrics[f"test/pr_auc/{tag}"], int(metrics[f"test/positives/{tag}"]))

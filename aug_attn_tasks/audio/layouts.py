@@ -1,0 +1,200 @@
+"""Single-label dataset layouts as they are released, each read into a :class:`~.catalog.Catalog`.
+
+- ``folder``: ``<root>/<label>/*.<audio>`` split per class with ``data.split_seed``, or
+  ``<root>/{train,valid,test}/<label>/*.<audio>`` (``val``/``validation`` accepted) when those
+  folders exist: the split is then the folders'. Folders without audio files are not labels (logged,
+  except the default cache folder).
+- ``speech_commands`` (Warden 2018): ``<root>/<word>/*.wav``, ``validation_list.txt`` and
+  ``testing_list.txt`` (lines ``<word>/<file>.wav``), training = every other clip. Folders starting
+  with ``_`` are no words; ``_background_noise_/*.wav`` become the catalog's noise sources.
+- ``esc50`` (Piczak 2015): ``<root>/audio/*.wav`` and ``<root>/meta/esc50.csv`` (``filename, fold,
+  target, category, ...``); five folds, ``data.test_fold`` (1) is the test set, ``data.valid_fold``
+  (default: the next fold, cyclically) the validation set, the other three train. Classes in
+  ``target`` order.
+- ``urbansound8k`` (Salamon et al. 2014): ``<root>/audio/fold1..10/*.wav`` and
+  ``<root>/metadata/UrbanSound8K.csv`` (``slice_file_name, fsID, start, end, salience, fold,
+  classID, class``); ten folds, the same ``test_fold`` / ``valid_fold`` keys. Classes in ``classID`` order.
+- ``gtzan``: ``<root>/<genre>/<file>`` with the fault-filtered split lists of Kereliuk et al. 2015
+  (``train_filtered.txt``, ``valid_filtered.txt``, ``test_filtered.txt``, as Won et al. 2020 use) in
+  ``data.split_dir`` (default ``{root}``); lines ``<genre>/<file>`` or ``<genre>.<n>.<ext>``. A listed
+  ``.au`` found as ``.wav`` (or any other audio extension with the same stem) is taken; clips in no
+  list are left out, as the lists intend.
+
+Every file a list or CSV names must exist: a missing one is an error naming the list and its line.
+The fold protocols report one fold per run; cross-validation runs every ``test_fold``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aug_attn_tasks.audio.catalog import AUDIO_EXTENSIONS, SPLITS, Catalog, audio_files, default_cache_dir, labelled_catalog, random_split
+
+__all__ = ["folder_catalog", "speech_commands_catalog", "esc50_catalog", "urbansound8k_catalog", "gtzan_catalog"]
+
+log = logging.getLogger(__name__)
+SPLIT_FOLDERS = {"train": ("train",), "valid": ("valid", "val", "validation"), "test": ("test",)}
+
+
+def _root(cfg: dict[str, Any]) -> Path:
+    root = Path(cfg["root"])
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    return root
+
+
+def _labelled_folders(root: Path, cache: Path, skip_underscore: bool = False) -> dict[str, list[Path]]:
+    """``label -> audio files`` of the subfolders of ``root`` that hold audio; others logged."""
+    files_of = {}
+    for folder in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        if skip_underscore and folder.name.startswith("_"):
+            continue
+        files = audio_files(folder)
+        if files:
+            files_of[folder.name] = files
+        elif folder.resolve() != cache:
+            log.warning("%s: no audio files (%s), not a label", folder, ", ".join(AUDIO_EXTENSIONS))
+    return files_of
+
+
+def folder_catalog(cfg: dict[str, Any]) -> Catalog:
+    root = _root(cfg)
+    cache = Path(cfg.get("cache_dir") or default_cache_dir(cfg)).resolve()
+    split_dirs = {s: next((root / n for n in names if (root / n).is_dir()), None) for s, names in SPLIT_FOLDERS.items()}
+    if split_dirs["train"] is not None and split_dirs["test"] is not None:
+        items = {}
+        for split, folder in split_dirs.items():
+            found = _labelled_folders(folder, cache) if folder is not None else {}
+            items[split] = [(f"{folder.name}/{label}/{p.name}", label) for label, files in found.items() for p in files]
+        if not items["train"]:
+            raise ValueError(f"{split_dirs['train']}: no audio files in <label>/ folders")
+        return labelled_catalog(items, sorted({label for _, label in items["train"]}), str(root))
+    files_of = _labelled_folders(root, cache)
+    pairs = [(f"{label}/{p.name}", label) for label, files in files_of.items() for p in files]
+    if not pairs:
+        raise ValueError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in <root>/<label>/ folders")
+    labels = sorted(files_of)
+    assignment = random_split(len(pairs), cfg, np.array([labels.index(label) for _, label in pairs]))
+    return labelled_catalog({s: [p for p, a in zip(pairs, assignment) if a == code] for code, s in enumerate(SPLITS)}, labels, str(root))
+
+
+def _read_list(path: Path, known: set[str]) -> list[str]:
+    """Non-blank lines of a split list; each must be one of ``known`` (error naming file and line)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"split list not found: {path}")
+    keys = []
+    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        key = text.strip()
+        if not key:
+            continue
+        if key not in known:
+            raise ValueError(f"{path}, line {line}: {key} is not an audio file of the dataset")
+        keys.append(key)
+    return keys
+
+
+def speech_commands_catalog(cfg: dict[str, Any]) -> Catalog:
+    root = _root(cfg)
+    cache = Path(cfg.get("cache_dir") or default_cache_dir(cfg)).resolve()
+    words = _labelled_folders(root, cache, skip_underscore=True)
+    files = {f"{word}/{p.name}": word for word, paths in words.items() for p in paths}
+    if not files:
+        raise ValueError(f"{root}: no <word>/*.wav folders (Speech Commands layout)")
+    valid = _read_list(root / "validation_list.txt", set(files))
+    test = _read_list(root / "testing_list.txt", set(files))
+    both = sorted(set(valid) & set(test))
+    if both:
+        raise ValueError(f"{root}: {both[0]} is in both validation_list.txt and testing_list.txt")
+    held_out = set(valid) | set(test)
+    items = {
+        "train": [(k, w) for k, w in files.items() if k not in held_out],
+        "valid": [(k, files[k]) for k in valid],
+        "test": [(k, files[k]) for k in test],
+    }
+    catalog = labelled_catalog(items, sorted(words), str(root))
+    noise = root / "_background_noise_"
+    catalog.noise = [f"{noise.name}/{p.name}" for p in audio_files(noise)] if noise.is_dir() else []
+    return catalog
+
+
+def _read_csv(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """``(line, row)`` pairs of a metadata CSV that must have ``columns``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"metadata CSV not found: {path}")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"{path}: needs the columns {list(columns)}, {missing} missing")
+    return list(enumerate(rows, start=2))  # line 1 is the header
+
+
+def _fold_catalog(cfg: dict[str, Any], path: Path, rows: list[tuple[int, dict[str, str]]], num_folds: int, file_of, class_columns: tuple[str, str]) -> Catalog:
+    """A fold-protocol catalog: ``file_of(row) -> key``; ``class_columns = (index column, name column)``."""
+    test_fold = int(cfg.get("test_fold", 1))
+    valid_fold = int(cfg.get("valid_fold") or test_fold % num_folds + 1)
+    if not (1 <= test_fold <= num_folds and 1 <= valid_fold <= num_folds) or test_fold == valid_fold:
+        raise ValueError(f"data.test_fold={test_fold}, data.valid_fold={valid_fold}: two different folds of 1..{num_folds}")
+    root = Path(cfg["root"])
+    names: dict[int, str] = {}
+    items: dict[str, list[tuple[str, str]]] = {s: [] for s in SPLITS}
+    for line, row in rows:
+        try:
+            fold, index = int(row["fold"]), int(row[class_columns[0]])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}, line {line}: fold and {class_columns[0]} must be integers") from None
+        if not 1 <= fold <= num_folds:
+            raise ValueError(f"{path}, line {line}: fold {fold} is not one of 1..{num_folds}")
+        key = file_of(row)
+        if not (root / key).is_file():
+            raise ValueError(f"{path}, line {line}: {root / key} not found")
+        names.setdefault(index, row[class_columns[1]])
+        split = "test" if fold == test_fold else "valid" if fold == valid_fold else "train"
+        items[split].append((key, row[class_columns[1]]))
+    return labelled_catalog(items, [names[i] for i in sorted(names)], str(path))
+
+
+def esc50_catalog(cfg: dict[str, Any]) -> Catalog:
+    path = _root(cfg) / "meta" / "esc50.csv"
+    rows = _read_csv(path, ("filename", "fold", "target", "category"))
+    return _fold_catalog(cfg, path, rows, 5, lambda row: f"audio/{row['filename']}", ("target", "category"))
+
+
+def urbansound8k_catalog(cfg: dict[str, Any]) -> Catalog:
+    path = _root(cfg) / "metadata" / "UrbanSound8K.csv"
+    rows = _read_csv(path, ("slice_file_name", "fold", "classID", "class"))
+    return _fold_catalog(cfg, path, rows, 10, lambda row: f"audio/fold{row['fold']}/{row['slice_file_name']}", ("classID", "class"))
+
+
+def _gtzan_key(root: Path, text: str) -> str | None:
+    """The existing file a GTZAN list line names (``genre/file`` or ``genre.n.ext``), any audio extension."""
+    entry = Path(text if "/" in text else f"{text.split('.')[0]}/{text}")
+    for candidate in (entry, *(entry.with_suffix(ext) for ext in AUDIO_EXTENSIONS)):
+        if (root / candidate).is_file():
+            return candidate.as_posix()
+    return None
+
+
+def gtzan_catalog(cfg: dict[str, Any]) -> Catalog:
+    root = _root(cfg)
+    split_dir = Path(str(cfg.get("split_dir") or "{root}").replace("{root}", str(root)))
+    items: dict[str, list[tuple[str, str]]] = {}
+    for split in SPLITS:
+        path = split_dir / f"{split}_filtered.txt"
+        if not path.is_file():
+            raise FileNotFoundError(f"GTZAN split list not found: {path} (data.split_dir)")
+        items[split] = []
+        for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not text.strip():
+                continue
+            key = _gtzan_key(root, text.strip())
+            if key is None:
+                raise ValueError(f"{path}, line {line}: {text.strip()} not found under {root} (with any of {', '.join(AUDIO_EXTENSIONS)})")
+            items[split].append((key, key.split("/")[0]))
+    return labelled_catalog(items, sorted({label for _, label in items["train"]}), str(split_dir))

@@ -1,0 +1,176 @@
+"""The single-label layouts as released (Speech Commands, ESC-50, UrbanSound8K, GTZAN filtered lists,
+folder with split folders, CSV with a label column), on tiny fixtures written in exactly those layouts."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from aug_attn_tasks.audio.datasets import AudioDataModule, build_catalog
+
+RATE = 16000
+
+
+def _wav(path: Path, seconds: float = 0.05, rate: int = RATE, value: float = 0.1) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.full(int(seconds * rate), value, np.float32), rate)
+
+
+def _speech_commands(root: Path) -> None:
+    """``<word>/<speaker>_nohash_<n>.wav``, the two lists, and ``_background_noise_``."""
+    for word in ("yes", "no", "up"):
+        for speaker in ("0a1b2c3d", "1f2e3d4c", "9a8b7c6d"):
+            _wav(root / word / f"{speaker}_nohash_0.wav")
+    (root / "validation_list.txt").write_text("yes/1f2e3d4c_nohash_0.wav\nno/1f2e3d4c_nohash_0.wav\n")
+    (root / "testing_list.txt").write_text("yes/9a8b7c6d_nohash_0.wav\nno/9a8b7c6d_nohash_0.wav\nup/9a8b7c6d_nohash_0.wav\n\n")
+    _wav(root / "_background_noise_" / "white_noise.wav", seconds=0.5)
+    _wav(root / "_background_noise_" / "running_tap.wav", seconds=0.5)
+    (root / "_background_noise_" / "README.md").write_text("noise files")
+    (root / "LICENSE").write_text("CC BY 4.0")
+
+
+def test_speech_commands_lists_and_background_noise(tmp_path):
+    _speech_commands(tmp_path)
+    catalog = build_catalog({"layout": "speech_commands", "root": str(tmp_path)})
+    assert catalog.tags == ["no", "up", "yes"] and not catalog.multi_label  # _background_noise_ is no word
+    assert sorted(catalog.keys["train"]) == sorted(
+        [f"{w}/0a1b2c3d_nohash_0.wav" for w in ("yes", "no", "up")] + ["up/1f2e3d4c_nohash_0.wav"]
+    )
+    assert catalog.keys["valid"] == ["yes/1f2e3d4c_nohash_0.wav", "no/1f2e3d4c_nohash_0.wav"]
+    assert catalog.targets["test"].tolist() == [2, 0, 1]
+    assert catalog.noise == ["_background_noise_/running_tap.wav", "_background_noise_/white_noise.wav"]
+    data = AudioDataModule({"layout": "speech_commands", "root": str(tmp_path), "chunk_samples": 1600, "augment": {"snr_db": [0, 0]}})
+    data.prepare_data()
+    data.setup()
+    assert (tmp_path / "cache-16000hz" / "_background_noise_" / "white_noise.wav.npy").is_file()  # cached with the clips
+    audio, target = data.datasets["train"][0]
+    assert audio.shape == (1600,) and target.ndim == 0
+    # Noise at 0 dB SNR from a background recording (constant 0.1): the 800-sample clip of 0.1 gains it.
+    assert float(audio.abs().max()) > 0.1
+    again = build_catalog({"layout": "speech_commands", "root": str(tmp_path)})
+    assert again.tags == catalog.tags  # the cache folder inside root is no word
+
+
+def test_speech_commands_list_errors_name_the_list_and_line(tmp_path):
+    _speech_commands(tmp_path)
+    (tmp_path / "testing_list.txt").write_text("yes/9a8b7c6d_nohash_0.wav\nmaybe/00000000_nohash_0.wav\n")
+    with pytest.raises(ValueError, match=r"testing_list.txt, line 2: maybe/00000000_nohash_0.wav is not an audio file"):
+        build_catalog({"layout": "speech_commands", "root": str(tmp_path)})
+    (tmp_path / "testing_list.txt").write_text("yes/1f2e3d4c_nohash_0.wav\n")
+    with pytest.raises(ValueError, match="in both validation_list.txt and testing_list.txt"):
+        build_catalog({"layout": "speech_commands", "root": str(tmp_path)})
+    (tmp_path / "validation_list.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="validation_list.txt"):
+        build_catalog({"layout": "speech_commands", "root": str(tmp_path)})
+
+
+def _esc50(root: Path) -> None:
+    """``audio/<fold>-<clip>-<take>-<target>.wav`` and ``meta/esc50.csv``, two classes per fold."""
+    (root / "meta").mkdir(parents=True)
+    rows = []
+    for fold in range(1, 6):
+        for target, category in ((0, "dog"), (1, "rooster")):
+            name = f"{fold}-{100 + target}-A-{target}.wav"
+            _wav(root / "audio" / name)
+            rows.append([name, fold, target, category, "True", str(100 + target), "A"])
+    with open(root / "meta" / "esc50.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["filename", "fold", "target", "category", "esc10", "src_file", "take"])
+        writer.writerows(rows)
+
+
+def test_esc50_folds(tmp_path):
+    _esc50(tmp_path)
+    catalog = build_catalog({"layout": "esc50", "root": str(tmp_path), "test_fold": 5})
+    assert catalog.tags == ["dog", "rooster"]
+    assert catalog.keys["test"] == ["audio/5-100-A-0.wav", "audio/5-101-A-1.wav"]
+    assert catalog.keys["valid"] == ["audio/1-100-A-0.wav", "audio/1-101-A-1.wav"]  # the next fold, cyclically
+    assert len(catalog.keys["train"]) == 6 and catalog.targets["test"].tolist() == [0, 1]
+    chosen = build_catalog({"layout": "esc50", "root": str(tmp_path), "test_fold": 2, "valid_fold": 4})
+    assert all(k.startswith("audio/4-") for k in chosen.keys["valid"])
+    with pytest.raises(ValueError, match="two different folds of 1..5"):
+        build_catalog({"layout": "esc50", "root": str(tmp_path), "test_fold": 6})
+    (tmp_path / "audio" / "3-100-A-0.wav").unlink()
+    with pytest.raises(ValueError, match=r"esc50.csv, line 6: .*3-100-A-0.wav not found"):
+        build_catalog({"layout": "esc50", "root": str(tmp_path)})
+
+
+def test_urbansound8k_folds_and_class_ids(tmp_path):
+    (tmp_path / "metadata").mkdir()
+    header = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
+    rows = []
+    for fold in range(1, 11):
+        for class_id, name in ((3, "dog_bark"), (0, "air_conditioner")):
+            file = f"{100 + fold}-{class_id}-0-0.wav"
+            _wav(tmp_path / "audio" / f"fold{fold}" / file)
+            rows.append([file, 100 + fold, 0.0, 0.05, 1, fold, class_id, name])
+    with open(tmp_path / "metadata" / "UrbanSound8K.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    catalog = build_catalog({"layout": "urbansound8k", "root": str(tmp_path), "test_fold": 10})
+    assert catalog.tags == ["air_conditioner", "dog_bark"]  # classID order
+    assert catalog.keys["test"] == ["audio/fold10/110-3-0-0.wav", "audio/fold10/110-0-0-0.wav"]
+    assert catalog.targets["test"].tolist() == [1, 0]
+    assert all(k.startswith("audio/fold1/") for k in catalog.keys["valid"]) and len(catalog.keys["train"]) == 16
+    rows[4][5] = "11"
+    with open(tmp_path / "metadata" / "UrbanSound8K.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    with pytest.raises(ValueError, match=r"UrbanSound8K.csv, line 6: fold 11 is not one of 1..10"):
+        build_catalog({"layout": "urbansound8k", "root": str(tmp_path)})
+
+
+def test_gtzan_filtered_lists(tmp_path):
+    genres = tmp_path / "genres"
+    for genre in ("blues", "jazz"):
+        for i in range(4):
+            _wav(genres / genre / f"{genre}.{i:05d}.wav")
+    split = tmp_path / "split"
+    split.mkdir()
+    # Kereliuk et al.'s lists name the original .au files; the .wav release is found by stem.
+    (split / "train_filtered.txt").write_text("blues/blues.00000.au\nblues/blues.00001.au\njazz/jazz.00000.au\njazz/jazz.00001.au\n")
+    (split / "valid_filtered.txt").write_text("blues/blues.00002.wav\njazz.00002.wav\n")
+    (split / "test_filtered.txt").write_text("jazz/jazz.00003.wav\n")
+    catalog = build_catalog({"layout": "gtzan", "root": str(genres), "split_dir": str(split)})
+    assert catalog.tags == ["blues", "jazz"]
+    assert catalog.keys["train"][0] == "blues/blues.00000.wav" and catalog.keys["valid"] == ["blues/blues.00002.wav", "jazz/jazz.00002.wav"]
+    assert catalog.keys["test"] == ["jazz/jazz.00003.wav"] and catalog.targets["test"].tolist() == [1]
+    assert "blues/blues.00003.wav" not in sum(catalog.keys.values(), [])  # in no list: left out
+    (split / "test_filtered.txt").write_text("jazz/jazz.00003.wav\nrock/rock.00001.au\n")
+    with pytest.raises(ValueError, match=r"test_filtered.txt, line 2: rock/rock.00001.au not found"):
+        build_catalog({"layout": "gtzan", "root": str(genres), "split_dir": str(split)})
+
+
+def test_folder_with_split_folders(tmp_path):
+    for split, count in (("train", 3), ("val", 1), ("test", 2)):
+        for label in ("cat", "dog"):
+            for i in range(count):
+                _wav(tmp_path / split / label / f"{i}.wav")
+    catalog = build_catalog({"layout": "folder", "root": str(tmp_path)})
+    assert catalog.tags == ["cat", "dog"]
+    assert {s: len(k) for s, k in catalog.keys.items()} == {"train": 6, "valid": 2, "test": 4}
+    assert catalog.keys["valid"] == ["val/cat/0.wav", "val/dog/0.wav"] and catalog.targets["valid"].tolist() == [0, 1]
+    _wav(tmp_path / "test" / "bird" / "0.wav")
+    with pytest.raises(ValueError, match=r"test clips of classes \['bird'\]"):
+        build_catalog({"layout": "folder", "root": str(tmp_path)})
+
+
+def test_csv_with_a_label_column_is_single_label(tmp_path):
+    rows = [("a/0.wav", "yes", "train", "s1"), ("a/1.wav", "no", "train", "s1"), ("a/2.wav", "yes", "valid", "s2"), ("a/3.wav", "no", "test", "s3")]
+    for path, *_ in rows:
+        _wav(tmp_path / path)
+    with open(tmp_path / "clips.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split", "speaker"])  # speaker: metadata, not a tag
+        writer.writerows(rows)
+    catalog = build_catalog({"layout": "csv", "csv": str(tmp_path / "clips.csv")})
+    assert catalog.tags == ["no", "yes"] and not catalog.multi_label
+    assert catalog.keys == {"train": ["a/0.wav", "a/1.wav"], "valid": ["a/2.wav"], "test": ["a/3.wav"]}
+    assert catalog.targets["train"].tolist() == [1, 0]
+    (tmp_path / "bad.csv").write_text("path,label\na/0.wav,yes\na/1.wav,\n")
+    with pytest.raises(ValueError, match=r"bad.csv, line 3: empty label"):
+        build_catalog({"layout": "csv", "csv": str(tmp_path / "bad.csv")})
