@@ -100,12 +100,6 @@ def _checkpoints(config: dict[str, Any], resume: str | None, validate: bool = Tr
     return callbacks
 
 
-def _write_report_files(module: L.LightningModule, folder: Path) -> None:
-    """Write the text files a module made while testing (``report_files``: name -> text) into ``folder``."""
-    for name, text in getattr(module, "report_files", {}).items():
-        (folder / name).write_text(text, encoding="utf-8")
-
-
 def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callback] | None = None) -> dict[str, float]:
     """Train with checkpointing of the best model by ``checkpoint.monitor``, then test that model.
 
@@ -136,7 +130,6 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     run_dir = Path(trainer.log_dir or ".")  # rank 0's, sent to every process
     if trainer.is_global_zero:
         (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
-        _write_report_files(module, run_dir)
         recipe.report(metrics, config, run_dir)
         write_confusions(module, run_dir)
         chosen = f"best by {checkpoints[0].monitor}" if validate else "last epoch, no validation set"
@@ -160,7 +153,6 @@ def evaluate(checkpoint: str, overrides: list[str] | None = None) -> dict[str, f
     if trainer.is_global_zero:
         out = Path(checkpoint).resolve().parent / "eval"
         out.mkdir(exist_ok=True)
-        _write_report_files(module, out)
         recipe.report(metrics, config, out)
         write_confusions(module, out)
     return metrics

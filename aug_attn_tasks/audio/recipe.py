@@ -85,8 +85,9 @@ class TaggingModule(L.LightningModule):
         self.label_smoothing, self.mixup = float(loss.get("label_smoothing", 0.0)), float(loss.get("mixup", 0.0))
         if self.label_smoothing and self.multi_label:
             raise ValueError("loss.label_smoothing applies to single-label cross-entropy; this dataset is multi-label")
-        # Text files of the last test (name -> content), written into the run folder by the trainer.
-        self.report_files: dict[str, str] = {}
+        # The last single-label test's confusion matrix, written by aug_attn_tasks.confusion (confusion_matrix.tsv).
+        self.class_names = self.tags
+        self.test_confusions: dict[str, Tensor] = {}
         # Clip scores and targets of the evaluated split; compute() concatenates them across processes.
         self.eval_scores, self.eval_targets = CatMetric(nan_strategy="disable"), CatMetric(nan_strategy="disable")
 
@@ -156,15 +157,12 @@ class TaggingModule(L.LightningModule):
 
     def _class_metrics(self, split: str, scores: Tensor, targets: Tensor, per_class: bool) -> None:
         """Accuracy (micro: of clips; macro: mean per-class recall) of ``scores (N, C)``, ``targets (N,)``;
-        with ``per_class``, the confusion matrix (rows: true class, columns: predicted) as a report file."""
+        with ``per_class``, the confusion matrix (rows: true class, columns: predicted) in ``test_confusions``."""
         num = len(self.tags)
         self.log(f"{split}/accuracy", float(multiclass_accuracy(scores, targets, num, average="micro")), prog_bar=True)
         self.log(f"{split}/macro_accuracy", float(multiclass_accuracy(scores, targets, num, average="macro")))
         if per_class:
-            matrix = multiclass_confusion_matrix(scores, targets, num).tolist()
-            lines = ["true \\ predicted\t" + "\t".join(self.tags)]
-            lines += [f"{tag}\t" + "\t".join(str(v) for v in row) for tag, row in zip(self.tags, matrix)]
-            self.report_files[CONFUSION_FILE] = "\n".join(lines) + "\n"
+            self.test_confusions = {"matrix": multiclass_confusion_matrix(scores, targets, num).cpu()}  # CONFUSION_FILE
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_metrics("val", per_tag=False)
