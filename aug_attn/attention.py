@@ -75,6 +75,16 @@ def merge_heads(x: Tensor) -> Tensor:
     return x.reshape(batch, tokens, heads * dim)
 
 
+def _check_logits(bias: Tensor, encoder: RelativePositionEncoder, pos: Any, start: int, end: int, tokens: int) -> None:
+    """Refuse encoder logits ``(B, h, c, N')`` that are not ``(..., end - start, tokens)``: e.g. a
+    position description (pos) of another number of tokens, which broadcasting would hide."""
+    if tuple(bias.shape[-2:]) != (end - start, tokens):
+        raise ValueError(
+            f"{type(encoder).__name__} gave logits {tuple(bias.shape)} for pos={pos!r}; expected "
+            f"(..., {end - start}, {tokens}) for {end - start} queries over {tokens} keys"
+        )
+
+
 def _block_attention(
     q: Tensor,
     k: Tensor,
@@ -88,12 +98,7 @@ def _block_attention(
 ) -> Tensor:
     """Attention of the query block ``q (B, h, c, d)`` over all keys; returns ``(B, h, c, d_v)``."""
     bias = encoder(q, pos, start, end)  # (B, h, c, N)
-    if tuple(bias.shape[-2:]) != (end - start, k.shape[2]):
-        # e.g. a position description (pos) of another number of tokens: broadcasting would hide it
-        raise ValueError(
-            f"{type(encoder).__name__} gave logits {tuple(bias.shape)} for pos={pos!r}; expected "
-            f"(..., {end - start}, {k.shape[2]}) for {end - start} queries over {k.shape[2]} keys"
-        )
+    _check_logits(bias, encoder, pos, start, end, k.shape[2])
     bias = bias.to(q.dtype)
     if key_padding_mask is not None:
         bias = bias.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))  # (B, h, c, N)
@@ -225,13 +230,22 @@ def relative_attention(
         if flex_supported(q, dropout_p, masked) and q.shape[-1] == v.shape[-1]:
             # CUDA: the band's logits gathered per query inside FlexAttention's fused kernel.
             return flex_band_attention(q, k, v, band_table(encoder, q, pos, band, rows), band)
-        if banded_supported(q, dropout_p, masked):
+        if banded_supported(q, dropout_p, masked) and v.shape[-1] <= head_dim:
+            # The band path never builds a full logits row, so the check of _block_attention runs on one query.
+            with torch.no_grad():
+                _check_logits(encoder(q[:, :, :1], pos, 0, 1), encoder, pos, 0, 1, tokens)
             # CPU: logits only inside the band around each query block; the keys beyond it run fused.
+            # Its flash kernel takes one head size for q, k and v: zero value columns, cut off after.
+            v_padded = F.pad(v, (0, head_dim - v.shape[-1]))
             rows = min(rows, max(32, band // 4))  # a window of about 2D keys, not 2D + c
-            return torch.cat(
-                [banded_block_attention(q[:, :, s : s + rows], k, v, encoder, pos, s, min(tokens, s + rows), band) for s in range(0, tokens, rows)],
+            out = torch.cat(
+                [
+                    banded_block_attention(q[:, :, s : s + rows], k, v_padded, encoder, pos, s, min(tokens, s + rows), band)
+                    for s in range(0, tokens, rows)
+                ],
                 dim=2,
-            )
+            )  # (B, h, N, d_k)
+            return out[..., : v.shape[-1]]
     block = encoder.block_size(pos)
     rows = max(block, (max_logits_elements // max(1, batch * heads * tokens)) // block * block)
     return _over_query_blocks(

@@ -140,9 +140,9 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     return metrics
 
 
-def evaluate(checkpoint: str, overrides: list[str] | None = None) -> dict[str, float]:
+def evaluate(checkpoint: str, overrides: list[str] | None = None, out: str | Path | None = None) -> dict[str, float]:
     """Test a saved checkpoint; ``overrides`` (``--section.key value``) change its config, e.g.
-    another rotation protocol or dataset root. Reports go to ``<checkpoint dir>/eval``."""
+    another rotation protocol or dataset root. Reports go to ``out`` (default ``<checkpoint dir>/eval``)."""
     module, config = load_checkpoint(checkpoint)
     config = apply_overrides(config, overrides or [])
     L.seed_everything(int(config.get("seed", 0)), workers=True)
@@ -151,8 +151,8 @@ def evaluate(checkpoint: str, overrides: list[str] | None = None) -> dict[str, f
     metrics = trainer.test(module, datamodule=recipe.build_data(config), verbose=False)[0]
     metrics = {key: float(value) for key, value in metrics.items()}
     if trainer.is_global_zero:
-        out = Path(checkpoint).resolve().parent / "eval"
-        out.mkdir(exist_ok=True)
+        out = Path(out) if out is not None else Path(checkpoint).resolve().parent / "eval"
+        out.mkdir(parents=True, exist_ok=True)
         recipe.report(metrics, config, out)
         write_confusions(module, out)
     return metrics

@@ -144,6 +144,11 @@ def test_single_label_training_writes_accuracy_and_a_confusion_matrix(tmp_path, 
     assert table[0] == "strength\taccuracy\tmacro_accuracy" and len(table) == 3
     assert float(table[1].split("\t")[1]) == pytest.approx(plain, abs=1e-4)  # strength 0: the plain test
     assert "robustness to white_noise" in capsys.readouterr().out
+    # each strength keeps its own confusion matrix; the clean test's report is not overwritten
+    evals = run / "checkpoints" / "eval"
+    assert (evals / "confusion_matrix.tsv").read_text() == (run / "confusion_matrix.tsv").read_text()
+    assert (evals / "robustness_white_noise" / "0.4" / "confusion_matrix.tsv").is_file()
+    assert (evals / "robustness_white_noise" / "0" / "confusion_matrix.tsv").read_text() == (run / "confusion_matrix.tsv").read_text()
 
 
 def test_robustness_perturbations():

@@ -143,12 +143,13 @@ def test_layer_compiles_in_one_graph_on_the_factorized_path():
 
 @pytest.mark.parametrize("length,max_distance,budget", [(23, 3, 2 * 2 * 5 * 11), (40, 2, 2 * 2 * 3 * 7), (17, 4, 10**6), (9, 2, 10**6)])
 @pytest.mark.parametrize("shared_heads", [True, False])
-def test_banded_path_equals_blocked_and_reference(monkeypatch, length, max_distance, budget, shared_heads):
+@pytest.mark.parametrize("dk,dv", [(4, 4), (4, 2), (3, 5)])  # dv < dk: values padded; dv > dk: blocked
+def test_banded_path_equals_blocked_and_reference(monkeypatch, length, max_distance, budget, shared_heads, dk, dv):
     """Exact band + fused far keys (several recomputed query blocks where the budget is small)."""
-    encoder = RelativePositionEncoder1d(4, 2, max_distance, shared_heads).to(D)
-    q, k, v = _qkv(2, 2, length, 4, 4)
+    encoder = RelativePositionEncoder1d(dk, 2, max_distance, shared_heads).to(D)
+    q, k, v = _qkv(2, 2, length, dk, dv)
     params = [q, k, v, encoder.rel]
-    reference = reference_attention(q, k, v, encoder(q * 4**-0.5, length, 0, length))
+    reference = reference_attention(q, k, v, encoder(q * dk**-0.5, length, 0, length))
     expected = torch.autograd.grad(reference.square().sum(), params)
     for banded in (True, False):
         monkeypatch.setattr(attention, "banded_is_faster", lambda tokens, band: banded)
@@ -156,6 +157,26 @@ def test_banded_path_equals_blocked_and_reference(monkeypatch, length, max_dista
         torch.testing.assert_close(out, reference)
         for grad, ref in zip(torch.autograd.grad(out.square().sum(), params), expected):
             torch.testing.assert_close(grad, ref)
+
+
+def test_default_aaconv1d_on_the_band_path_equals_blocked(monkeypatch):
+    """AAConv1d's default depths (dk = 0.2, dv = 0.1 of the channels) on a sequence long enough for the band."""
+    layer = AAConv1d(32, 32, 3, max_distance=16, num_heads=4).to(D).eval()
+    x = torch.randn(2, 32, 64, dtype=D)
+    calls = []
+    real = attention.banded_block_attention
+    monkeypatch.setattr(attention, "banded_block_attention", lambda *args: calls.append(1) or real(*args))
+    banded = layer(x)
+    assert calls
+    monkeypatch.setattr(attention, "banded_is_faster", lambda tokens, band: False)
+    torch.testing.assert_close(banded, layer(x))
+
+
+def test_band_path_refuses_positions_of_another_length():
+    encoder = RelativePositionEncoder1d(4, 2, 4)
+    q = torch.randn(1, 2, 40, 4)
+    with pytest.raises(ValueError, match=r"for pos=99; expected \(\.\.\., 1, 40\)"):
+        relative_attention(q, q, q, encoder, 99)
 
 
 def test_band_rule_and_fallbacks(monkeypatch):

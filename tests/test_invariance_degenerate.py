@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from aug_attn.geometry import NUM_GLOBAL_FEATURES, estimate_normals, frame_features, principal_frame
+from aug_attn.models import risurconv
 from aug_attn_tasks.points.io import sample_surface
 from test_surface import blobs, random_rotation, tiny_classifier, tiny_segmenter
 
@@ -66,6 +67,26 @@ def test_planar_normals_are_equivariant_and_consistent() -> None:
         torch.testing.assert_close(estimate_normals(pos @ rotation.T + SHIFT), normal @ rotation.T, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_normals_are_equivariant_with_fewer_points_than_k_and_many_copies(weighted: bool) -> None:
+    """12 points for k = 16 (the last neighbour slots repeat the point itself), and 17 distinct
+    points repeated up to 24 times, as a short file padded to ``num_points`` is: neighbourhoods
+    of one repeated point have no spread at all."""
+    gen = torch.Generator().manual_seed(5)
+    sheet = torch.rand(1, 12, 2, generator=gen, dtype=torch.float64)
+    few = torch.cat([sheet, 0.1 * sheet[..., :1].square()], -1)  # a gently curved sheet
+    copies = torch.randn(1, 17, 3, generator=gen, dtype=torch.float64)[:, torch.arange(256) % 17]
+    for pos in (few, copies):
+        normal = estimate_normals(pos, k=16, weighted=weighted)
+        assert torch.isfinite(normal).all()
+        for seed in range(3):
+            rotation = random_rotation(torch.Generator().manual_seed(seed))
+            moved = estimate_normals(pos @ rotation.T + SHIFT, k=16, weighted=weighted)
+            torch.testing.assert_close(moved, normal @ rotation.T, rtol=0, atol=1e-9)
+    # the weighted normals of the curved sheet are its normals, not a zero covariance's basis vector
+    assert estimate_normals(few, k=16, weighted=True)[..., 2].abs().min() > 0.9
+
+
 def test_weighted_normals_are_equivariant_and_better_across_a_thin_gap() -> None:
     """Two parallel sheets 0.2 apart (a thin plate), points unevenly spaced: with k = 32 plain PCA
     mixes both sheets where they are sparse, distance weights keep each point on its own sheet."""
@@ -106,7 +127,7 @@ def test_principal_frame_is_equivariant_proper_and_fades_out_when_degenerate() -
         assert torch.isfinite(frame_features(cloud, principal_frame(cloud))).all()
 
 
-def test_global_context_is_used_invariant_and_works_on_pyg_batches_and_segmenters() -> None:
+def test_global_context_is_used_invariant_and_works_on_pyg_batches_and_segmenters(monkeypatch) -> None:
     torch.manual_seed(0)
     pos, normal = blobs(2, 48)
     pos = pos + 0.5 * pos.square()  # skewed: a well-defined frame
@@ -114,8 +135,10 @@ def test_global_context_is_used_invariant_and_works_on_pyg_batches_and_segmenter
     logits = with_context(pos, normal)
     rotation = random_rotation(torch.Generator().manual_seed(9))
     torch.testing.assert_close(with_context(pos @ rotation.T + SHIFT, normal @ rotation.T), logits, rtol=0, atol=1e-9)
-    # the context matters: mirroring changes nothing locally (up to orientation) but moves the parts
-    assert (with_context(pos * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64), normal) - logits).abs().max() > 1e-6
+    # the context reaches the logits: the same model with the frame features zeroed answers otherwise
+    with monkeypatch.context() as patch:
+        patch.setattr(risurconv, "frame_features", lambda *args, **kwargs: torch.zeros_like(frame_features(*args, **kwargs)))
+        assert (with_context(pos, normal) - logits).abs().max() > 1e-6
     segmenter = tiny_segmenter(num_categories=2, global_context=True).double().eval()
     category = torch.tensor([0, 1])
     parts = segmenter(pos, normal, category=category)

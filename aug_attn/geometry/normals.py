@@ -67,7 +67,8 @@ def estimate_normals(
     idx, dist = knn(pos, pos, k, mask, chunk_size)  # (B, N, k)
     neighbours = gather(pos, idx)  # (B, N, k, 3)
     if weighted:
-        bandwidth = 0.5 * dist[..., -1:].clamp_min(torch.finfo(pos.dtype).tiny)  # (B, N, 1)
+        # the farthest neighbour: with fewer than k valid points the last slots repeat p itself (distance 0)
+        bandwidth = 0.5 * dist.amax(-1, keepdim=True).clamp_min(torch.finfo(pos.dtype).tiny)  # (B, N, 1)
         weight = torch.exp(-((dist / bandwidth) ** 2)).unsqueeze(-1)  # (B, N, k, 1): 1 at p, e^-4 at the k-th
     else:
         weight = torch.ones_like(dist).unsqueeze(-1)
@@ -83,9 +84,13 @@ def estimate_normals(
     radius = distance.amax(1, keepdim=True).clamp_min(torch.finfo(pos.dtype).tiny)  # (B, 1)
     tol = torch.finfo(pos.dtype).eps ** 0.5
     axes = principal_frame(pos, mask).axes  # (B, 3, 3): rows e_1, e_2, e_3
-    linear = values[..., 1] <= tol * values[..., 2]  # (B, N)
+    # k copies of one point: no spread at all, so eigh's vectors are a fixed basis that does not rotate
+    # with the cloud; such a neighbourhood gets no line direction (the outward rule of a line decides).
+    isolated = values[..., 2] <= torch.finfo(pos.dtype).eps * radius.square()  # (B, N)
+    linear = (values[..., 1] <= tol * values[..., 2]) | isolated  # (B, N)
+    direction = vectors[..., 2].masked_fill(isolated.unsqueeze(-1), 0.0)  # (B, N, 3)
     normal = torch.where(
-        linear.unsqueeze(-1), _line_normals(outward / radius.unsqueeze(-1), vectors[..., 2], axes, tol), vectors[..., 0]
+        linear.unsqueeze(-1), _line_normals(outward / radius.unsqueeze(-1), direction, axes, tol), vectors[..., 0]
     )  # (B, N, 3)
     along_axes = normal @ axes.transpose(1, 2)  # (B, N, 3): n . e_i
     scores = [
@@ -107,7 +112,8 @@ def _line_normals(outward: Tensor, direction: Tensor, axes: Tensor, tol: float) 
 
     Args:
         outward: ``(B, N, 3)`` ``(p - c) / radius``.
-        direction: ``(B, N, 3)`` unit direction of each point's line (either sign).
+        direction: ``(B, N, 3)`` unit direction of each point's line (either sign), or zero where
+            the neighbourhood is one repeated point.
         axes: ``(B, 3, 3)`` the cloud's frame, rows ``e_1, e_2, e_3``.
 
     Returns:
