@@ -86,7 +86,6 @@ class TaggingModule(L.LightningModule):
         if self.label_smoothing and self.multi_label:
             raise ValueError("loss.label_smoothing applies to single-label cross-entropy; this dataset is multi-label")
         # The last single-label test's confusion matrix, written by aug_attn_tasks.confusion (confusion_matrix.tsv).
-        self.class_names = self.tags
         self.test_confusions: dict[str, Tensor] = {}
         # Clip scores and targets of the evaluated split; compute() concatenates them across processes.
         self.eval_scores, self.eval_targets = CatMetric(nan_strategy="disable"), CatMetric(nan_strategy="disable")
@@ -154,6 +153,11 @@ class TaggingModule(L.LightningModule):
                 values[f"{split}/pr_auc/{tag}"] = m["pr_auc"]
                 values[f"{split}/positives/{tag}"] = float(m["positives"])
         self.log_dict(values)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The tags, under the name :mod:`aug_attn_tasks.confusion` labels its rows with."""
+        return self.tags
 
     def _class_metrics(self, split: str, scores: Tensor, targets: Tensor, per_class: bool) -> None:
         """Accuracy (micro: of clips; macro: mean per-class recall) of ``scores (N, C)``, ``targets (N,)``;
