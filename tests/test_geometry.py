@@ -59,7 +59,8 @@ def test_fps_respects_mask_and_repeats_when_short():
     idx = farthest_point_sample(pos, 8, mask)
     assert idx[1].max() < 4 and set(idx[1, :4].tolist()) == {0, 1, 2, 3}
     assert idx[0].unique().numel() == 8
-    assert idx[1].tolist() == fps_reference(pos[1, :4].numpy(), 4) + [0] * 4
+    reference = fps_reference(pos[1, :4].numpy(), 4)
+    assert idx[1].tolist() == reference + reference[:1] * 4  # all taken: the start point repeats
 
 
 def knn_reference(query, pos):

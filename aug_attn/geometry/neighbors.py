@@ -1,4 +1,4 @@
-"""Neighbourhood search on point clouds in pure torch: FPS, kNN, ball query, gathering, interpolation.
+"""Neighbourhood search on point clouds: FPS, kNN, ball query, gathering, interpolation.
 
 Every function takes dense clouds ``(B, N, 3)`` with an optional validity ``mask (B, N)`` (True =
 real point, PyTorch Geometric's ``to_dense_batch`` convention), so PyG ragged ``(pos, batch)``
@@ -9,18 +9,97 @@ and a chunked search returns exactly what an unchunked one does.
 Neighbour lists are always full: when a cloud has fewer than ``k`` valid points (or, for ball
 query, fewer inside the radius) the missing slots repeat the nearest neighbour, as the grouping
 of PointNet++ (Qi et al. 2017) repeats its first hit. Indices are never differentiated.
+
+**Backends.** Where PyTorch Geometric's ``torch_cluster`` is installed (the ``cluster`` extra),
+:func:`knn` and :func:`farthest_point_sample` run its compiled kernels (a KD-tree per cloud on CPU)
+and give the same indices: kNN candidates are re-ranked by the exact distances of the pure-torch
+path, and FPS is handed each cloud with its frame-independent start point first. The pure-torch
+path runs when ``torch_cluster`` is absent, while compiling or exporting (its custom ops have no
+ONNX form), for dtypes other than float32/float64, and on GPUs for a CPU-only build of it. :func:`set_neighbor_backend` (or the
+environment variable ``AUG_ATTN_NEIGHBORS``) picks ``"auto"`` (default), ``"torch"`` or
+``"torch_cluster"`` (an error when it is not installed).
 """
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["point_inputs", "to_dense", "gather", "masked_centroid", "farthest_point_sample", "knn", "ball_query", "interpolate"]
+from aug_attn.optional import MissingExtraError, import_extra
+
+__all__ = [
+    "point_inputs", "to_dense", "gather", "masked_centroid", "farthest_point_sample", "knn", "ball_query", "interpolate",
+    "NEIGHBOR_BACKENDS", "set_neighbor_backend", "neighbor_backend", "resolved_neighbor_backend",
+]  # fmt: skip
 
 DEFAULT_CHUNK_SIZE = 1024
+NEIGHBOR_BACKENDS = ("auto", "torch", "torch_cluster")
+_backend: str | None = None  # None: read AUG_ATTN_NEIGHBORS at the next call
+
+
+def _check_backend(name: str, source: str) -> str:
+    if name not in NEIGHBOR_BACKENDS:
+        raise ValueError(f"{source} must be one of {', '.join(NEIGHBOR_BACKENDS)}, got {name!r}")
+    return name
+
+
+def set_neighbor_backend(name: str) -> str:
+    """Choose the kNN/FPS backend: ``"auto"`` (``torch_cluster`` when installed), ``"torch"`` or
+    ``"torch_cluster"``. Returns the previous choice."""
+    global _backend
+    previous = _current_backend()
+    _backend = _check_backend(name, "the neighbour backend")
+    return previous
+
+
+@contextmanager
+def neighbor_backend(name: str) -> Iterator[None]:
+    """``with neighbor_backend("torch"): ...`` runs the block with that backend."""
+    previous = set_neighbor_backend(name)
+    try:
+        yield
+    finally:
+        set_neighbor_backend(previous)
+
+
+def _current_backend() -> str:
+    if _backend is not None:
+        return _backend
+    return _check_backend(os.environ.get("AUG_ATTN_NEIGHBORS", "auto"), "AUG_ATTN_NEIGHBORS")
+
+
+@functools.cache
+def _torch_cluster() -> ModuleType | MissingExtraError:
+    try:
+        return import_extra("torch_cluster", "cluster", "the torch_cluster neighbour backend")
+    except MissingExtraError as error:
+        return error
+
+
+def resolved_neighbor_backend(pos: Tensor | None = None) -> str:
+    """The backend that a call on ``pos`` runs now: ``"torch"`` or ``"torch_cluster"``."""
+    choice = _current_backend()
+    if choice == "torch":
+        return "torch"
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return "torch"
+    module = _torch_cluster()
+    if isinstance(module, MissingExtraError):
+        if choice == "torch_cluster":
+            raise module
+        return "torch"
+    if pos is not None and pos.dtype not in (torch.float32, torch.float64):
+        return "torch"
+    if pos is not None and pos.device.type != "cpu" and torch.ops.torch_cluster.cuda_version() == -1:
+        return "torch"  # a CPU-only build of torch_cluster
+    return "torch_cluster"
 
 
 def to_dense(batch: Tensor, *values: Tensor, batch_size: int | None = None) -> tuple[list[Tensor], Tensor]:
@@ -126,7 +205,8 @@ def farthest_point_sample(pos: Tensor, num_samples: int, mask: Tensor | None = N
     Starts from the point farthest from the centroid (ties: lowest index), a choice that does
     not depend on the frame, so the selected indices are invariant to rotations and translations
     (up to float ties). Each step adds ``argmax_j min_{s in S} |x_j - x_s|``; ``O(M N)`` per cloud.
-    A cloud with fewer than ``num_samples`` valid points repeats them (lowest index first).
+    Ties go to the start point, then to the lowest index, so a cloud with fewer than
+    ``num_samples`` distinct valid points repeats its start point once they are all taken.
 
     Args:
         pos: ``(B, N, 3)``.
@@ -136,19 +216,49 @@ def farthest_point_sample(pos: Tensor, num_samples: int, mask: Tensor | None = N
     Returns:
         ``(B, M)`` int64 indices.
     """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     valid = _valid(pos, mask)
-    batch = pos.shape[0]
-    rows = torch.arange(batch, device=pos.device)
-    # -1 on padding: never the argmax, and min(-1, d) keeps it there.
-    farthest = ((pos - masked_centroid(pos, valid)[:, None]) ** 2).sum(-1).masked_fill(~valid, -1).argmax(1)
+    # -1 on padding: never the argmax.
+    start = ((pos - masked_centroid(pos, valid)[:, None]) ** 2).sum(-1).masked_fill(~valid, -1).argmax(1)  # (B,)
+    # Each cloud in the order start, then its other valid points by index, then padding: torch_cluster's
+    # FPS starts at the first point, and both paths break ties by this order.
+    index = torch.arange(pos.shape[1], device=pos.device)
+    order = torch.where(valid, index, index + pos.shape[1]).scatter(1, start[:, None], -1).argsort(1)  # (B, N)
+    pos, valid = gather(pos, order), valid.gather(1, order)
+    if resolved_neighbor_backend(pos) == "torch_cluster":
+        picked = _fps_torch_cluster(pos, valid, num_samples)
+    else:
+        picked = _fps_torch(pos, valid, num_samples)
+    return order.gather(1, picked)
+
+
+def _fps_torch(pos: Tensor, valid: Tensor, num_samples: int) -> Tensor:
+    """FPS from the first point of each cloud ``(B, N, 3)`` with ``valid (B, N)`` points first."""
+    rows = torch.arange(pos.shape[0], device=pos.device)
+    farthest = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+    # -1 on padding: min(-1, d) keeps it below every valid point.
     min_dist = torch.full(pos.shape[:2], float("inf"), dtype=pos.dtype, device=pos.device).masked_fill(~valid, -1)
-    out = torch.empty(batch, num_samples, dtype=torch.long, device=pos.device)
+    out = torch.empty(pos.shape[0], num_samples, dtype=torch.long, device=pos.device)
     for i in range(num_samples):
         out[:, i] = farthest
         dist = ((pos - pos[rows, farthest].unsqueeze(1)) ** 2).sum(-1)  # (B, N)
         min_dist = torch.minimum(min_dist, dist)
         farthest = min_dist.argmax(1)
     return out
+
+
+def _fps_torch_cluster(pos: Tensor, valid: Tensor, num_samples: int) -> Tensor:
+    """:func:`_fps_torch` through ``torch_cluster.fps`` on the ragged valid points."""
+    counts = valid.sum(1)  # (B,)
+    rows = torch.arange(pos.shape[0], device=pos.device).repeat_interleave(counts)  # (P,)
+    slots = torch.arange(pos.shape[1], device=pos.device).expand_as(valid)[valid]  # (P,) valid points come first
+    # It takes ceil(ratio * count) points per cloud: M - 1/2 over the count rounds up to exactly M.
+    ratio = (num_samples - 0.5) / counts.to(torch.float64)
+    picked = _torch_cluster().fps(pos[valid], rows, ratio=ratio.to(pos.dtype), random_start=False, batch_size=pos.shape[0])
+    if picked.numel() != pos.shape[0] * num_samples:
+        raise RuntimeError(f"torch_cluster.fps returned {picked.numel()} indices for {pos.shape[0]} x {num_samples}")
+    return slots[picked].reshape(pos.shape[0], num_samples)
 
 
 @torch.no_grad()
@@ -162,16 +272,19 @@ def knn(
         pos: ``(B, N, 3)``.
         k: neighbours per query; slots beyond the cloud's valid points repeat the nearest.
         mask: ``(B, N)`` bool, True at real points of ``pos``.
-        chunk_size: queries per ``cdist`` block (memory ``B * chunk_size * N``).
+        chunk_size: queries per ``cdist`` block (memory ``B * chunk_size * N``; the torch path only).
 
     Returns:
-        ``idx (B, M, k)`` int64 and Euclidean ``dist (B, M, k)``, ascending.
+        ``idx (B, M, k)`` int64 and Euclidean ``dist (B, M, k)``, ascending; equal distances in
+        index order (two points tied at the ``k``-th place: either may be the one kept).
     """
     if k < 1 or chunk_size < 1:
         raise ValueError(f"k and chunk_size must be >= 1, got k={k}, chunk_size={chunk_size}")
     if query.dim() != 3 or pos.dim() != 3 or query.shape[0] != pos.shape[0] or query.shape[-1] != pos.shape[-1]:
         raise ValueError(f"knn expects query (B, M, D) and pos (B, N, D), got {tuple(query.shape)}, {tuple(pos.shape)}")
     valid = _valid(pos, mask)
+    if resolved_neighbor_backend(pos) == "torch_cluster":
+        return _knn_torch_cluster(query, pos, k, valid)
     found = min(k, pos.shape[1])
     dists, idxs = [], []
     for start in range(0, query.shape[1], chunk_size):
@@ -180,11 +293,63 @@ def knn(
         d, i = dist.topk(found, dim=-1, largest=False, sorted=True)  # (B, c, found)
         dists.append(d)
         idxs.append(i)
-    dist, idx = torch.cat(dists, 1), torch.cat(idxs, 1)  # (B, M, found)
+    idx, dist = _by_distance_then_index(torch.cat(idxs, 1), torch.cat(dists, 1))  # (B, M, found); topk ties in any order
     if found < k:
         dist = torch.cat([dist, dist[..., :1].expand(-1, -1, k - found)], -1)
         idx = torch.cat([idx, idx[..., :1].expand(-1, -1, k - found)], -1)
     return _repeat_nearest(idx, dist, torch.isinf(dist))
+
+
+def _knn_torch_cluster(query: Tensor, pos: Tensor, k: int, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`knn` through ``torch_cluster.knn`` (one KD-tree per cloud on CPU). Its candidates are
+    re-ranked by the exact distances of the pure-torch path (stable in index order on ties), so the
+    neighbour order does not depend on the tree's float arithmetic."""
+    batch, num_query, num_pos = query.shape[0], query.shape[1], pos.shape[1]
+    counts = valid.sum(1)  # (B,)
+    full = bool((counts == num_pos).all())
+    rows_x = torch.arange(batch, device=pos.device).repeat_interleave(counts)  # (P,)
+    flat_query = query.reshape(batch * num_query, -1)
+    rows_y = torch.arange(batch, device=query.device).repeat_interleave(num_query)  # (B M,)
+    points = pos.reshape(-1, pos.shape[-1]) if full else pos[valid]  # (P, D)
+    found = _torch_cluster().knn(points, flat_query, k, rows_x, rows_y, batch_size=batch)  # (2, E): query, point
+    target, point = found[0], found[1]
+    if full and num_pos >= k and target.numel() == batch * num_query * k:
+        # Every query got k points, listed query by query: dense (B, M, k) without scattering.
+        idx = point.view(batch, num_query, k) - (torch.arange(batch, device=pos.device) * num_pos)[:, None, None]
+        if bool((idx >= 0).all()) and bool((idx < num_pos).all()):
+            dist = _pair_distances(query, gather(pos, idx))  # (B, M, k)
+            return _by_distance_then_index(idx, dist)
+    slots = torch.arange(num_pos, device=pos.device).expand_as(valid)[valid]  # (P,) index within the cloud
+    if target.numel() > 1 and bool((target[1:] < target[:-1]).any()):  # it lists them query by query: keep it so
+        order = target.argsort(stable=True)
+        target, point = target[order], point[order]
+    slot = slots[point]
+    per_query = torch.bincount(target, minlength=batch * num_query)
+    rank = torch.arange(target.numel(), device=target.device) - (per_query.cumsum(0) - per_query)[target]
+    idx = torch.zeros(batch * num_query, k, dtype=torch.long, device=query.device)
+    out = torch.full((batch * num_query, k), float("inf"), dtype=query.dtype, device=query.device)
+    idx[target, rank] = slot
+    out[target, rank] = _pair_distances(flat_query[target][:, None], pos[rows_y[target], slot][:, None])[:, 0]
+    idx, out = _by_distance_then_index(idx.reshape(batch, num_query, k), out.reshape(batch, num_query, k))
+    return _repeat_nearest(idx, out, torch.isinf(out))
+
+
+def _pair_distances(query: Tensor, points: Tensor) -> Tensor:
+    """``|query_m - points_mj|`` for ``query (..., M, D)`` and ``points (..., M, k, D)`` -> ``(..., M, k)``,
+    by the same ``cdist`` kernel as :func:`_distances` (so equal distances tie in both backends)."""
+    flat = query.reshape(-1, 1, query.shape[-1])  # (X, 1, D)
+    return _distances(flat, points.reshape(flat.shape[0], -1, points.shape[-1])).reshape(points.shape[:-1])
+
+
+def _by_distance_then_index(idx: Tensor, dist: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row of ``idx, dist (..., k)`` nearest first, ties by index (two stable sorts, skipped in
+    eager mode when every row is already strictly ascending, the usual case)."""
+    if not torch.compiler.is_compiling() and bool((dist[..., 1:] > dist[..., :-1]).all()):
+        return idx, dist
+    order = idx.argsort(dim=-1, stable=True)
+    idx, dist = idx.gather(-1, order), dist.gather(-1, order)
+    order = dist.argsort(dim=-1, stable=True)
+    return idx.gather(-1, order), dist.gather(-1, order)
 
 
 def _distances(query: Tensor, pos: Tensor) -> Tensor:
