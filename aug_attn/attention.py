@@ -43,6 +43,7 @@ from aug_attn.banded import (
     flex_supported,
 )
 from aug_attn.positional.base import RelativePositionEncoder
+from aug_attn.tiled import tiled_factorized_attention, tiled_is_faster, tiled_supported
 
 __all__ = [
     "RelativeMultiheadAttention",
@@ -56,6 +57,7 @@ __all__ = [
 DEFAULT_MAX_LOGITS_ELEMENTS = 1 << 24  # 64 MiB of float32 logits per query block
 FACTORIZED_MAX_DEPTH = 160  # see factorized_is_faster
 FACTORIZED_MAX_DEPTH_ONE_BLOCK = 32
+TILE_MIN_SIDE = 8  # see tile_side
 
 
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
@@ -128,6 +130,14 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = 
         q, k = F.pad(q, (0, value_depth - depth)), F.pad(k, (0, value_depth - depth))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=1.0)
     return out[..., :value_depth] if value_depth < depth else out
+
+
+def tile_side(head_dim: int) -> int:
+    """Side ``s`` of the key tiles of the tiled factorized path (:mod:`aug_attn.tiled`): tile depth
+    ``d + 2s`` with ``s = 0.8 d``, at least ``TILE_MIN_SIDE``. Smaller tiles mean more and shorter
+    fused calls; for the WRN-28-10 layer (``d = 20``) sides 10 to 20 were timed on CPU and 16 was the
+    fastest at 32x32 and 64x64 (``scripts/bench_attention.py``)."""
+    return max(TILE_MIN_SIDE, (4 * head_dim) // 5)
 
 
 def factorized_is_faster(head_dim: int, value_dim: int, extra: int, one_block: bool) -> bool:
@@ -218,6 +228,13 @@ def relative_attention(
             raise ValueError(
                 f"{type(encoder).__name__} gave key factors for {k_aug.shape[0]} tokens for pos={pos!r}; expected {tokens}"
             )
+        if tiled_supported(q, dropout_p, allowed is not None):
+            tiles = encoder.factorized_tiles(pos, tile_side(head_dim))
+            if tiles is not None:
+                tile_depth = max(head_dim + max(columns.numel() for _, columns in tiles), v.shape[-1])
+                if tiled_is_faster(max(head_dim + extra, v.shape[-1]), tile_depth):
+                    # CPU: one shallower fused call per tile of keys, merged by log-sum-exp (aug_attn.tiled).
+                    return tiled_factorized_attention(q, k, v, q_aug, k_aug, tiles)
         k_aug = k_aug.to(k.dtype).expand(batch, heads, tokens, extra)  # (B, h, N, a)
         # q_aug is built from the scaled q, so q_aug . k_aug is the relative term of the paper's scaling.
         return fused_attention(torch.cat([q, q_aug], dim=-1), torch.cat([k, k_aug], dim=-1), v, allowed, dropout_p)

@@ -275,3 +275,57 @@ def test_strided_layer_same_on_factorized_and_blocked_paths(monkeypatch):
     torch.testing.assert_close(results[0][0], results[1][0])
     for grad, ref in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(grad, ref)
+
+
+@pytest.mark.parametrize("size,side", [((9, 13), 4), ((16, 16), 8), ((12, 7), 5), ((1, 11), 3), ((6, 6), 6)])
+@pytest.mark.parametrize("max_distance", [64, 3])
+@pytest.mark.parametrize("dk,dv,shared_heads", [(6, 3, True), (4, 10, False), (5, 5, True)])
+def test_tiled_factorized_path_equals_reference(monkeypatch, size, side, max_distance, dk, dv, shared_heads):
+    """Key tiles of side x side run as separate fused calls, merged by log-sum-exp: exact in value and gradient."""
+    monkeypatch.setattr(attention, "tile_side", lambda head_dim: side)
+    monkeypatch.setattr(attention, "tiled_is_faster", lambda full, tile: True)
+    calls = []
+    tiled = attention.tiled_factorized_attention
+    monkeypatch.setattr(attention, "tiled_factorized_attention", lambda *args: calls.append(len(args[-1])) or tiled(*args))
+    height, width = size
+    encoder = RelativePositionEncoder2d(dk, 2, max_distance, shared_heads).to(D)
+    q, k, v = _qkv(2, 2, height * width, dk, dv)
+    params = [q, k, v, encoder.rel_h, encoder.rel_w]
+    out = relative_attention(q, k, v, encoder, size, factorize=True)
+    assert calls == [-(-height // side) * -(-width // side)]  # the tiles ran
+    expected = reference_attention(q, k, v, encoder(q * dk**-0.5, size, 0, height * width))
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+    weights = torch.randn_like(out)
+    for grad, ref in zip(torch.autograd.grad((out * weights).sum(), params), torch.autograd.grad((expected * weights).sum(), params)):
+        torch.testing.assert_close(grad, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_tiles_cover_every_key_once_and_every_nonzero_factor():
+    encoder = RelativePositionEncoder2d(4, 2, 8).to(D)
+    _, key_factors = encoder.factorized(torch.randn(1, 2, 7 * 10, 4, dtype=D), (7, 10))  # (70, 17)
+    tiles = encoder.factorized_tiles((7, 10), 3)
+    assert torch.equal(torch.cat([keys for keys, _ in tiles]).sort().values, torch.arange(70))
+    for keys, columns in tiles:
+        outside = torch.ones(17, dtype=torch.bool)
+        outside[columns] = False
+        assert not key_factors[keys][:, outside].any() and columns.numel() <= 6
+
+
+def test_tiled_rule_and_fallbacks(monkeypatch):
+    """The WRN-28-10 stage-1 head (d_k = 20, tile side 16): 4 tiles at 32x32 (depth 84 -> 20 + 32),
+    16 at 64x64 (148 -> 52); 16x16 stays one call (one tile); masks and dropout take the one fused call."""
+    calls = []
+    monkeypatch.setattr(attention, "tiled_factorized_attention", lambda q, k, v, *rest: calls.append(len(rest[-1])) or v)
+    encoder = RelativePositionEncoder2d(20, 2, 64)
+    for size, expected in (((32, 32), [4]), ((64, 64), [16]), ((16, 16), [])):
+        calls.clear()
+        q, k, v = (torch.randn(1, 2, size[0] * size[1], 20) for _ in range(3))
+        relative_attention(q, k, v, encoder, size, factorize=True)
+        assert calls == expected, size
+    mask = torch.zeros(1, 1024, dtype=torch.bool)
+    mask[:, -1] = True
+    q, k, v = (torch.randn(1, 2, 1024, 20) for _ in range(3))
+    calls.clear()
+    relative_attention(q, k, v, encoder, (32, 32), mask, factorize=True)
+    relative_attention(q, k, v, encoder, (32, 32), dropout_p=0.1, factorize=True)
+    assert calls == []

@@ -65,6 +65,17 @@ class RelativePositionEncoder(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} has no factorized form")
 
+    def factorized_tiles(self, pos: Any, side: int) -> list[tuple[Tensor, Tensor]] | None:
+        """Tiles of keys over which the key factors of :meth:`factorized` are sparse, or None.
+
+        Returns:
+            Per tile, ``(keys, columns)``: int64 indices of its keys (every key in exactly one tile)
+            and of the factor columns in which any of its keys' factors may be non-zero (at most
+            about ``2 * side`` for a 2D grid's tiles of ``side x side``). The core then runs
+            :mod:`aug_attn.tiled`: one fused call of depth ``d + len(columns)`` per tile.
+        """
+        return None
+
     def band(self, pos: Any) -> int | None:
         """Half-width ``D`` of the band beyond which the logits are constant per query and side, or None."""
         return None

@@ -9,6 +9,8 @@ module accepts any input size (the same choice as Shaw et al. 2018).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor, nn
 
@@ -120,5 +122,25 @@ class RelativePositionEncoder2d(RelativePositionEncoder):
         logits_h, logits_w = relative_logits_2d_factors(q, self.rel_h, self.rel_w, height, width, 0, self.max_distance)
         return torch.cat([logits_h, logits_w], dim=-1), grid_one_hot(height, width, q.dtype, q.device)  # (B, h, N, H+W), (N, H+W)
 
+    def factorized_tiles(self, pos: tuple[int, int], side: int) -> list[tuple[Tensor, Tensor]]:
+        """Blocks of ``side x side`` grid cells (smaller at the far edges): a block's keys use the
+        one-hot columns of its rows and of its columns only."""
+        return list(_grid_tiles(pos[0], pos[1], side))
+
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, num_heads={self.num_heads}, max_distance={self.max_distance}, shared_heads={self.rel_h.dim() == 2}"
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_tiles(height: int, width: int, side: int) -> tuple[tuple[Tensor, Tensor], ...]:
+    """``(keys, columns)`` of the ``side x side`` blocks of a raster-ordered ``height x width`` grid,
+    for the factors ``onehot(y) || onehot(x)`` of :func:`~aug_attn.functional.grid_one_hot`."""
+    if side < 1:
+        raise ValueError(f"tile side must be >= 1, got {side}")
+    tiles = []
+    for top in range(0, height, side):
+        rows = torch.arange(top, min(height, top + side))
+        for left in range(0, width, side):
+            cols = torch.arange(left, min(width, left + side))
+            tiles.append(((rows[:, None] * width + cols[None, :]).flatten(), torch.cat([rows, height + cols])))
+    return tuple(tiles)
