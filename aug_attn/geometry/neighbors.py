@@ -15,9 +15,9 @@ of PointNet++ (Qi et al. 2017) repeats its first hit. Indices are never differen
 and give the same indices: kNN candidates are re-ranked by the exact distances of the pure-torch
 path, and FPS is handed each cloud with its frame-independent start point first. The pure-torch
 path runs when ``torch_cluster`` is absent, while compiling or exporting (its custom ops have no
-ONNX form), for dtypes other than float32/float64, and on GPUs for a CPU-only build of it. :func:`set_neighbor_backend` (or the
-environment variable ``AUG_ATTN_NEIGHBORS``) picks ``"auto"`` (default), ``"torch"`` or
-``"torch_cluster"`` (an error when it is not installed).
+ONNX form), for dtypes other than float32/float64, and on GPUs for a CPU-only build of it.
+:func:`set_neighbor_backend` (or the environment variable ``AUG_ATTN_NEIGHBORS``) picks ``"auto"``
+(default), ``"torch"`` or ``"torch_cluster"`` (an error when it is not installed).
 """
 
 from __future__ import annotations
@@ -316,7 +316,8 @@ def _knn_torch_cluster(query: Tensor, pos: Tensor, k: int, valid: Tensor) -> tup
     if full and num_pos >= k and target.numel() == batch * num_query * k:
         # Every query got k points, listed query by query: dense (B, M, k) without scattering.
         idx = point.view(batch, num_query, k) - (torch.arange(batch, device=pos.device) * num_pos)[:, None, None]
-        if bool((idx >= 0).all()) and bool((idx < num_pos).all()):
+        grouped = torch.equal(target.view(-1, k), torch.arange(batch * num_query, device=target.device)[:, None].expand(-1, k))
+        if grouped and bool((idx >= 0).all()) and bool((idx < num_pos).all()):
             dist = _pair_distances(query, gather(pos, idx))  # (B, M, k)
             return _by_distance_then_index(idx, dist)
     slots = torch.arange(num_pos, device=pos.device).expand_as(valid)[valid]  # (P,) index within the cloud
