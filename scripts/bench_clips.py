@@ -11,7 +11,10 @@ Usage (the development benchmark of the README)::
     python scripts/bench_clips.py --root /work/data/espeak_digits --seeds 0 1 --jobs 3 \
         --configs muslcat_clips samplecnn_clips plaincnn_clips --out bench_clips.tsv
 
-Extra arguments after ``--`` go to every run (e.g. ``-- --trainer.max_epochs 5``).
+Extra arguments after ``--`` go to every run (e.g. ``-- --trainer.max_epochs 5``). At the end it
+prints each config's mean and spread over the seeds, with CPU time as a ratio to ``--baseline``
+(``--summarize TSV`` prints that table for the rows of an earlier run). A failed run is reported
+and counted (exit 1) without losing the rows of the others.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def main() -> None:
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", required=True)
+    parser.add_argument("--root", help="the dataset (required unless --summarize)")
     parser.add_argument("--layout", default="speech_commands")
     parser.add_argument("--configs", nargs="+", default=["muslcat_clips", "samplecnn_clips", "plaincnn_clips"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -78,18 +81,58 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", default="runs/bench_clips")
     parser.add_argument("--out", default="bench_clips.tsv")
+    parser.add_argument("--baseline", default="plaincnn_clips", help="the config CPU time is compared against")
+    parser.add_argument("--summarize", metavar="TSV", help="only print the summary of the rows of an earlier --out")
     args = parser.parse_args(argv)
+    if args.summarize:
+        with open(args.summarize, newline="") as handle:
+            print(summary(list(csv.DictReader(handle, delimiter="\t")), baseline=args.baseline))
+        return
+    if not args.root:
+        parser.error("--root is required")
     jobs = [(config, seed) for seed in args.seeds for config in args.configs]
     new = not Path(args.out).is_file()
+    rows, failed = [], []
     with ThreadPoolExecutor(args.jobs) as pool, open(args.out, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS, delimiter="\t")
         if new:
             writer.writeheader()
-        for row in pool.map(lambda job: _run(*job, args, extra), jobs):
+        futures = [(job, pool.submit(_run, *job, args, extra)) for job in jobs]
+        for (config, seed), future in futures:  # a failed run is reported and the others still land
+            try:
+                row = future.result()
+            except Exception as error:  # noqa: BLE001 (any failure of one run: named, counted, not fatal)
+                failed.append(f"{config} seed {seed}: {error}")
+                print(f"FAILED {config} seed {seed}: {error}", file=sys.stderr, flush=True)
+                continue
+            rows.append(row)
             writer.writerow(row)
             handle.flush()
             print("\t".join(str(row[f]) for f in FIELDS[:7]), flush=True)
+    print(summary(rows, baseline=args.baseline))
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(jobs)} runs failed:\n" + "\n".join(failed))
 
+
+def summary(rows: list[dict[str, object]], baseline: str) -> str:
+    """Mean and spread over seeds per config, with CPU time as a ratio to ``baseline``'s."""
+    import statistics
+
+    by_config: dict[str, list[dict[str, object]]] = {}
+    for row in rows:
+        by_config.setdefault(str(row["config"]), []).append(row)
+    base = by_config.get(baseline)
+    base_cpu = statistics.mean(float(r["cpu_s"]) for r in base) if base else None
+    lines = ["config\tseeds\tval_accuracy\ttest_accuracy (mean +- sd)\tcpu_s\tcpu / " + baseline]
+    for config, group in by_config.items():
+        test = [float(r["test_accuracy"]) for r in group]
+        val = statistics.mean(float(r["val_accuracy"]) for r in group)
+        cpu = statistics.mean(float(r["cpu_s"]) for r in group)
+        spread = statistics.stdev(test) if len(test) > 1 else 0.0
+        ratio = f"{cpu / base_cpu:.2f}" if base_cpu else "-"
+        seeds = ",".join(str(r["seed"]) for r in group)
+        lines.append(f"{config}\t{seeds}\t{val:.4f}\t{statistics.mean(test):.4f} +- {spread:.4f}\t{cpu:.0f}\t{ratio}")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()
