@@ -221,22 +221,10 @@ def farthest_point_sample(pos: Tensor, num_samples: int, mask: Tensor | None = N
     valid = _valid(pos, mask)
     # -1 on padding: never the argmax.
     start = ((pos - masked_centroid(pos, valid)[:, None]) ** 2).sum(-1).masked_fill(~valid, -1).argmax(1)  # (B,)
-    # Each cloud in the order start, then its other valid points by index, then padding: torch_cluster's
-    # FPS starts at the first point, and both paths break ties by this order.
-    index = torch.arange(pos.shape[1], device=pos.device)
-    order = torch.where(valid, index, index + pos.shape[1]).scatter(1, start[:, None], -1).argsort(1)  # (B, N)
-    pos, valid = gather(pos, order), valid.gather(1, order)
     if resolved_neighbor_backend(pos) == "torch_cluster":
-        picked = _fps_torch_cluster(pos, valid, num_samples)
-    else:
-        picked = _fps_torch(pos, valid, num_samples)
-    return order.gather(1, picked)
-
-
-def _fps_torch(pos: Tensor, valid: Tensor, num_samples: int) -> Tensor:
-    """FPS from the first point of each cloud ``(B, N, 3)`` with ``valid (B, N)`` points first."""
+        return _fps_torch_cluster(pos, valid, start, num_samples)
     rows = torch.arange(pos.shape[0], device=pos.device)
-    farthest = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+    farthest = start
     # -1 on padding: min(-1, d) keeps it below every valid point.
     min_dist = torch.full(pos.shape[:2], float("inf"), dtype=pos.dtype, device=pos.device).masked_fill(~valid, -1)
     out = torch.empty(pos.shape[0], num_samples, dtype=torch.long, device=pos.device)
@@ -244,12 +232,19 @@ def _fps_torch(pos: Tensor, valid: Tensor, num_samples: int) -> Tensor:
         out[:, i] = farthest
         dist = ((pos - pos[rows, farthest].unsqueeze(1)) ** 2).sum(-1)  # (B, N)
         min_dist = torch.minimum(min_dist, dist)
-        farthest = min_dist.argmax(1)
+        # Ties: the start point first (its distance is 0, so only once every point is taken), else the lowest index.
+        best = min_dist.amax(1)
+        farthest = torch.where(min_dist[rows, start] == best, start, min_dist.argmax(1))
     return out
 
 
-def _fps_torch_cluster(pos: Tensor, valid: Tensor, num_samples: int) -> Tensor:
-    """:func:`_fps_torch` through ``torch_cluster.fps`` on the ragged valid points."""
+def _fps_torch_cluster(pos: Tensor, valid: Tensor, start: Tensor, num_samples: int) -> Tensor:
+    """The FPS of :func:`farthest_point_sample` through ``torch_cluster.fps``, which starts at each
+    cloud's first point: each cloud goes in the order start point, then its other valid points by
+    index (so its ties fall as in the torch path), and the picks are mapped back."""
+    index = torch.arange(pos.shape[1], device=pos.device)
+    order = torch.where(valid, index, index + pos.shape[1]).scatter(1, start[:, None], -1).argsort(1)  # (B, N)
+    pos, valid = gather(pos, order), valid.gather(1, order)
     counts = valid.sum(1)  # (B,)
     rows = torch.arange(pos.shape[0], device=pos.device).repeat_interleave(counts)  # (P,)
     slots = torch.arange(pos.shape[1], device=pos.device).expand_as(valid)[valid]  # (P,) valid points come first
@@ -258,7 +253,7 @@ def _fps_torch_cluster(pos: Tensor, valid: Tensor, num_samples: int) -> Tensor:
     picked = _torch_cluster().fps(pos[valid], rows, ratio=ratio.to(pos.dtype), random_start=False, batch_size=pos.shape[0])
     if picked.numel() != pos.shape[0] * num_samples:
         raise RuntimeError(f"torch_cluster.fps returned {picked.numel()} indices for {pos.shape[0]} x {num_samples}")
-    return slots[picked].reshape(pos.shape[0], num_samples)
+    return order.gather(1, slots[picked].reshape(pos.shape[0], num_samples))
 
 
 @torch.no_grad()
@@ -276,7 +271,8 @@ def knn(
 
     Returns:
         ``idx (B, M, k)`` int64 and Euclidean ``dist (B, M, k)``, ascending; equal distances in
-        index order (two points tied at the ``k``-th place: either may be the one kept).
+        index order (two points tied at the ``k``-th place: either may be the one kept; compiled and
+        exported models keep ``topk``'s order of ties).
     """
     if k < 1 or chunk_size < 1:
         raise ValueError(f"k and chunk_size must be >= 1, got k={k}, chunk_size={chunk_size}")
@@ -343,9 +339,11 @@ def _pair_distances(query: Tensor, points: Tensor) -> Tensor:
 
 
 def _by_distance_then_index(idx: Tensor, dist: Tensor) -> tuple[Tensor, Tensor]:
-    """Each row of ``idx, dist (..., k)`` nearest first, ties by index (two stable sorts, skipped in
-    eager mode when every row is already strictly ascending, the usual case)."""
-    if not torch.compiler.is_compiling() and bool((dist[..., 1:] > dist[..., :-1]).all()):
+    """Each row of ``idx, dist (..., k)`` nearest first, ties by index (two stable sorts, skipped when
+    every row is already strictly ascending, the usual case). Not while compiling or exporting, where
+    a data-dependent branch breaks the graph and ONNX has no stable sort: exact ties then stay in
+    ``topk``'s order."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or bool((dist[..., 1:] > dist[..., :-1]).all()):
         return idx, dist
     order = idx.argsort(dim=-1, stable=True)
     idx, dist = idx.gather(-1, order), dist.gather(-1, order)
