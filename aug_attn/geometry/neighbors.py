@@ -232,9 +232,10 @@ def farthest_point_sample(pos: Tensor, num_samples: int, mask: Tensor | None = N
         out[:, i] = farthest
         dist = ((pos - pos[rows, farthest].unsqueeze(1)) ** 2).sum(-1)  # (B, N)
         min_dist = torch.minimum(min_dist, dist)
-        # Ties: the start point first (its distance is 0, so only once every point is taken), else the lowest index.
-        best = min_dist.amax(1)
-        farthest = torch.where(min_dist[rows, start] == best, start, min_dist.argmax(1))
+        # Ties: the lowest index (max's first maximum), but the start point when the farthest is at
+        # distance 0 (every distinct point taken; the start's own distance is exactly 0).
+        best, farthest = min_dist.max(1)
+        farthest = torch.where(best > 0, farthest, start)
     return out
 
 
