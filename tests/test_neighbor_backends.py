@@ -150,10 +150,14 @@ def test_compiling_runs_the_torch_path(monkeypatch):
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("torch_cluster", marks=needs_cluster)])
 def test_equal_distances_come_in_index_order(backend):
-    """A query at the origin and the 6 unit points of the axes, shuffled: one 6-way tie."""
-    axes = torch.cat([torch.eye(3), -torch.eye(3)]).double()
-    pos = torch.cat([torch.full((1, 3), 5.0, dtype=torch.float64), axes[torch.tensor([4, 0, 5, 2, 1, 3])]])[None]  # (1, 7, 3)
+    """The integer lattice around the origin, shuffled: shells of exactly equal distances (6 at 1, 12
+    at sqrt 2, 8 at sqrt 3, ...), which ``topk`` alone returns out of index order."""
+    lattice = torch.stack(torch.meshgrid(*[torch.arange(-4, 5.0)] * 3, indexing="ij"), -1).reshape(-1, 3).double()
+    pos = lattice[torch.randperm(len(lattice), generator=torch.Generator().manual_seed(0))][None]  # (1, 729, 3)
     with neighbor_backend(backend):
-        idx, dist = knn(torch.zeros(1, 1, 3, dtype=torch.float64), pos, 7)
-    assert idx[0, 0].tolist() == [1, 2, 3, 4, 5, 6, 0]
-    assert dist[0, 0, :6].eq(1).all()
+        idx, dist = knn(torch.zeros(1, 1, 3, dtype=torch.float64), pos, 40)
+    idx, dist = idx[0, 0], dist[0, 0]
+    torch.testing.assert_close(dist, pos[0, idx].norm(dim=-1), rtol=1e-12, atol=0)
+    assert (dist[1:] >= dist[:-1]).all() and (dist[1:] == dist[:-1]).sum() > 20  # many ties
+    tied = dist[1:] == dist[:-1]
+    assert (idx[1:][tied] > idx[:-1][tied]).all()
