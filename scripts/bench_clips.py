@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -116,8 +117,6 @@ def main() -> None:
 
 def summary(rows: list[dict[str, object]], baseline: str) -> str:
     """Mean and spread over seeds per config, with CPU time as a ratio to ``baseline``'s."""
-    import statistics
-
     by_config: dict[str, list[dict[str, object]]] = {}
     for row in rows:
         by_config.setdefault(str(row["config"]), []).append(row)
@@ -133,6 +132,7 @@ def summary(rows: list[dict[str, object]], baseline: str) -> str:
         seeds = ",".join(str(r["seed"]) for r in group)
         lines.append(f"{config}\t{seeds}\t{val:.4f}\t{statistics.mean(test):.4f} +- {spread:.4f}\t{cpu:.0f}\t{ratio}")
     return "\n".join(lines)
+
 
 if __name__ == "__main__":
     main()
