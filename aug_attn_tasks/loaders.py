@@ -100,9 +100,16 @@ def train_loader(
     order of every epoch; the loader's own generator seeds its workers, so creating an iterator draws
     nothing from the global RNG (which a resumed run restores from the checkpoint)."""
     seed = _default_seed() if seed is None else seed
+    sampler = ResumableSampler(dataset, seed=seed)
+    if len(sampler) < batch_size:  # every batch would be dropped: training would do nothing
+        share = f" ({len(sampler)} on each of {sampler.num_replicas} processes)" if sampler.num_replicas > 1 else ""
+        raise ValueError(
+            f"the training split has {len(dataset)} samples{share}, fewer than one batch of {batch_size}: "
+            "lower data.batch_size or add training data"
+        )
     return ResumableLoader(
         dataset,
-        ResumableSampler(dataset, seed=seed),
+        sampler,
         batch_size=batch_size,
         drop_last=True,
         num_workers=num_workers,

@@ -174,3 +174,31 @@ def test_csv_with_a_label_column_is_single_label(tmp_path):
     (tmp_path / "bad.csv").write_text("path,label\na/0.wav,yes\na/1.wav,\n")
     with pytest.raises(ValueError, match=r"bad.csv, line 3: empty label"):
         build_catalog({"layout": "csv", "csv": str(tmp_path / "bad.csv")})
+
+
+@pytest.mark.parametrize("recipe", ["muslcat_clips", "samplecnn_clips"])
+def test_clip_recipes_train_on_a_speech_commands_folder(recipe, tmp_path):
+    """The command of the README on a folder in the release's layout: it trains, tests the best
+    checkpoint and prints the test accuracy (one epoch on the tiny fixture)."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "speech_commands"
+    _speech_commands(root)
+    command = [
+        sys.executable, "-m", "aug_attn_tasks.cli", "train", recipe, "--data.layout", "speech_commands",
+        "--data.root", str(root), "--trainer.max_epochs", "1", "--optim.warmup_epochs", "0",
+        "--output.dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if recipe == "muslcat_clips":  # 4 training clips, batches of 32 with the last partial one dropped: a clear error
+        refused = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        assert "the training split has 4 samples, fewer than one batch of 32: lower data.batch_size" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    done = subprocess.run([*command, "--data.batch_size", "2"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"[{recipe}] test accuracy:" in done.stdout, done.stdout[-2000:]
+    run_dir = sorted((tmp_path / "runs" / recipe).glob("version_*"))[-1]  # the refused run took version_0
+    assert (run_dir / "confusion_matrix.tsv").is_file() and (run_dir / "test_metrics.json").is_file()
