@@ -247,8 +247,7 @@ def _fps_torch_cluster(pos: Tensor, valid: Tensor, start: Tensor, num_samples: i
     order = torch.where(valid, index, index + pos.shape[1]).scatter(1, start[:, None], -1).argsort(1)  # (B, N)
     pos, valid = gather(pos, order), valid.gather(1, order)
     counts = valid.sum(1)  # (B,)
-    rows = torch.arange(pos.shape[0], device=pos.device).repeat_interleave(counts)  # (P,)
-    slots = torch.arange(pos.shape[1], device=pos.device).expand_as(valid)[valid]  # (P,) valid points come first
+    rows, slots = valid.nonzero(as_tuple=True)  # (P,) cloud and index of each valid point (they come first)
     # It takes ceil(ratio * count) points per cloud: M - 1/2 over the count rounds up to exactly M.
     ratio = (num_samples - 0.5) / counts.to(torch.float64)
     picked = _torch_cluster().fps(pos[valid], rows, ratio=ratio.to(pos.dtype), random_start=False, batch_size=pos.shape[0])
@@ -304,7 +303,7 @@ def _knn_torch_cluster(query: Tensor, pos: Tensor, k: int, valid: Tensor) -> tup
     batch, num_query, num_pos = query.shape[0], query.shape[1], pos.shape[1]
     counts = valid.sum(1)  # (B,)
     full = bool((counts == num_pos).all())
-    rows_x = torch.arange(batch, device=pos.device).repeat_interleave(counts)  # (P,)
+    rows_x, slots = valid.nonzero(as_tuple=True)  # (P,) cloud and index within it of each valid point
     flat_query = query.reshape(batch * num_query, -1)
     rows_y = torch.arange(batch, device=query.device).repeat_interleave(num_query)  # (B M,)
     points = pos.reshape(-1, pos.shape[-1]) if full else pos[valid]  # (P, D)
@@ -317,7 +316,6 @@ def _knn_torch_cluster(query: Tensor, pos: Tensor, k: int, valid: Tensor) -> tup
         if grouped and bool((idx >= 0).all()) and bool((idx < num_pos).all()):
             dist = _pair_distances(query, gather(pos, idx))  # (B, M, k)
             return _by_distance_then_index(idx, dist)
-    slots = torch.arange(num_pos, device=pos.device).expand_as(valid)[valid]  # (P,) index within the cloud
     if target.numel() > 1 and bool((target[1:] < target[:-1]).any()):  # it lists them query by query: keep it so
         order = target.argsort(stable=True)
         target, point = target[order], point[order]
@@ -327,7 +325,7 @@ def _knn_torch_cluster(query: Tensor, pos: Tensor, k: int, valid: Tensor) -> tup
     idx = torch.zeros(batch * num_query, k, dtype=torch.long, device=query.device)
     out = torch.full((batch * num_query, k), float("inf"), dtype=query.dtype, device=query.device)
     idx[target, rank] = slot
-    out[target, rank] = _pair_distances(flat_query[target][:, None], pos[rows_y[target], slot][:, None])[:, 0]
+    out[target, rank] = _pair_distances(flat_query[target][:, None], points[point][:, None])[:, 0]
     idx, out = _by_distance_then_index(idx.reshape(batch, num_query, k), out.reshape(batch, num_query, k))
     return _repeat_nearest(idx, out, torch.isinf(out))
 
