@@ -48,6 +48,19 @@ def test_the_default_is_the_plain_random_crop():
     assert short[:10].eq(1).all() and short[10:].eq(0).all()
 
 
+@pytest.mark.parametrize("length,random_place", [(100, False), (100, True), (25, False), (25, True), (40, False)])
+def test_a_memory_mapped_clip_crops_as_its_tensor_does(tmp_path, length, random_place):
+    """An array is cut before it is copied; the crop and the draws are those of the tensor path."""
+    np.save(tmp_path / "clip.npy", np.arange(length, dtype=np.float32))
+    mapped = np.load(tmp_path / "clip.npy", mmap_mode="r")
+    torch.manual_seed(7)
+    got = [place_or_crop(mapped, 40, random_place) for _ in range(5)]
+    torch.manual_seed(7)
+    expected = [place_or_crop(torch.arange(length, dtype=torch.float32), 40, random_place) for _ in range(5)]
+    for a, b in zip(got, expected):
+        assert a.dtype == torch.float32 and torch.equal(a, b)
+
+
 def test_random_placement_keeps_the_whole_short_clip():
     torch.manual_seed(0)
     starts = set()

@@ -233,8 +233,7 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         audio = self.load(index)
         if self.num_chunks is None:
-            # A copy: cached arrays are read-only memory maps.
-            crop = self.augment(audio) if self.augment else place_or_crop(torch.from_numpy(np.array(audio, dtype=np.float32)), self.chunk)
+            crop = self.augment(audio) if self.augment else place_or_crop(audio, self.chunk)
             return crop, torch.as_tensor(self.targets[index])
         if self.perturb is not None:
             audio = self.perturb(index, audio)

@@ -36,6 +36,7 @@ __all__ = [
     "change_speed",
     "time_stretch",
     "pitch_shift",
+    "as_waveform",
     "place_or_crop",
     "uniform",
     "compress_dynamic_range",
@@ -52,16 +53,22 @@ def uniform(low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand(()))
 
 
-def place_or_crop(audio: Tensor, window: int, random_place: bool = False) -> Tensor:
+def as_waveform(audio: Tensor | np.ndarray) -> Tensor:
+    """``(L,)`` float32 tensor; an array (e.g. a read-only memory map of the cache) is copied."""
+    return audio if isinstance(audio, Tensor) else torch.from_numpy(np.array(audio, dtype=np.float32))
+
+
+def place_or_crop(audio: Tensor | np.ndarray, window: int, random_place: bool = False) -> Tensor:
     """A random ``window``-sample crop of ``(L,)``; a shorter clip is zero-padded, at the end or
-    (``random_place``) at a random offset. One draw either way. Returns ``(window,)``."""
+    (``random_place``) at a random offset. One draw either way. Returns ``(window,)``. An array is
+    cut before it is copied, so a crop of a memory-mapped clip reads only its own samples."""
     length = audio.shape[0]
     if length < window and random_place:
         start = int(torch.randint(0, window - length + 1, ()))
-        return torch.nn.functional.pad(audio, (start, window - length - start))
-    audio = torch.nn.functional.pad(audio, (0, max(0, window - length)))
-    start = int(torch.randint(0, audio.shape[0] - window + 1, ()))
-    return audio[start : start + window]
+        return torch.nn.functional.pad(as_waveform(audio), (start, window - length - start))
+    start = int(torch.randint(0, max(length, window) - window + 1, ()))
+    piece = as_waveform(audio[start : start + window])
+    return torch.nn.functional.pad(piece, (0, window - piece.shape[0]))
 
 
 def change_speed(audio: Tensor, factor: float) -> Tensor:
@@ -230,17 +237,16 @@ class WaveAugment:
         """``(window,)``: a random stretch of a random background recording, or white noise."""
         if not self.noise:
             return torch.randn(self.window)
-        recording = torch.from_numpy(np.array(self.noise[int(torch.randint(0, len(self.noise), ()))](), dtype=np.float32))
-        return place_or_crop(recording, self.window)
+        return place_or_crop(self.noise[int(torch.randint(0, len(self.noise), ()))](), self.window)
 
     def __call__(self, audio: np.ndarray) -> Tensor:
-        x = torch.from_numpy(np.array(audio, dtype=np.float32))  # a copy: cached arrays are read-only maps
+        x = audio  # copied only where a change needs the whole clip; else only the crop (place_or_crop)
         if self.speed is not None and self._happens(self.speed_prob):
-            x = change_speed(x, uniform(*self.speed))
+            x = change_speed(as_waveform(x), uniform(*self.speed))
         if self.pitch is not None and self._happens(self.pitch_prob):
             steps = int(torch.randint(int(math.ceil(self.pitch[0])), int(math.floor(self.pitch[1])) + 1, ()))
             if steps:
-                x = pitch_shift(x, steps)
+                x = pitch_shift(as_waveform(x), steps)
         x = place_or_crop(x, self.window, self.random_place)  # (window,)
         if self.gain is not None:
             x = x * 10 ** (uniform(*self.gain) / 20)
