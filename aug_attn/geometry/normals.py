@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from aug_attn.geometry.frame import principal_frame
-from aug_attn.geometry.neighbors import DEFAULT_CHUNK_SIZE, gather, knn, masked_centroid
+from aug_attn.geometry.neighbors import DEFAULT_CHUNK_SIZE, gather, knn
 
 __all__ = ["estimate_normals"]
 
@@ -70,20 +70,22 @@ def estimate_normals(
         # the farthest neighbour: with fewer than k valid points the last slots repeat p itself (distance 0)
         bandwidth = 0.5 * dist.amax(-1, keepdim=True).clamp_min(torch.finfo(pos.dtype).tiny)  # (B, N, 1)
         weight = torch.exp(-((dist / bandwidth) ** 2)).unsqueeze(-1)  # (B, N, k, 1): 1 at p, e^-4 at the k-th
+        local_centroid = (neighbours * weight).sum(2) / weight.sum(2)  # (B, N, 3)
+        spread = (neighbours - local_centroid.unsqueeze(2)) * weight.sqrt()  # (B, N, k, 3)
     else:
-        weight = torch.ones_like(dist).unsqueeze(-1)
-    local_centroid = (neighbours * weight).sum(2) / weight.sum(2)  # (B, N, 3)
-    spread = (neighbours - local_centroid.unsqueeze(2)) * weight.sqrt()  # (B, N, k, 3)
+        local_centroid = neighbours.sum(2) / k  # (B, N, 3)
+        spread = neighbours - local_centroid.unsqueeze(2)  # (B, N, k, 3)
     # Autocast off: a bfloat16 covariance (8 mantissa bits) tilts the normals by several degrees.
     with torch.autocast(pos.device.type, enabled=False):
         values, vectors = torch.linalg.eigh(spread.transpose(-1, -2) @ spread)  # ascending
-    outward = pos - masked_centroid(pos, mask).unsqueeze(1)  # (B, N, 3)
+    frame = principal_frame(pos, mask)  # its centre is the cloud's centroid
+    outward = pos - frame.centre.unsqueeze(1)  # (B, N, 3)
     distance = outward.norm(dim=-1)  # (B, N)
     if mask is not None:  # padding (at the origin) must not widen a cloud's tolerance
         distance = distance.masked_fill(~mask, 0.0)
     radius = distance.amax(1, keepdim=True).clamp_min(torch.finfo(pos.dtype).tiny)  # (B, 1)
     tol = torch.finfo(pos.dtype).eps ** 0.5
-    axes = principal_frame(pos, mask).axes  # (B, 3, 3): rows e_1, e_2, e_3
+    axes = frame.axes  # (B, 3, 3): rows e_1, e_2, e_3
     # k copies of one point: no spread at all, so eigh's vectors are a fixed basis that does not rotate
     # with the cloud; such a neighbourhood gets no line direction (the outward rule of a line decides).
     isolated = values[..., 2] <= torch.finfo(pos.dtype).eps * radius.square()  # (B, N)
