@@ -29,6 +29,13 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
     return path
 
 
+def top_classes(labels: list[str], probs: Any, top: int) -> list[tuple[str, float]]:
+    """The ``top`` most probable ``(label, probability)`` pairs, highest first (ties in label order);
+    ``probs`` a 1D tensor or sequence aligned with ``labels``."""
+    values = probs.tolist() if hasattr(probs, "tolist") else list(probs)
+    return sorted(zip(labels, values), key=lambda pair: -pair[1])[:top]
+
+
 def ranked_text(top: list[tuple[str, float]]) -> str:
     """``"label 0.93, other 0.05"`` for ``[(label, probability)]``."""
     return ", ".join(f"{label} {prob:.2f}" for label, prob in top)

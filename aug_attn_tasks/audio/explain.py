@@ -20,7 +20,7 @@ from aug_attn.attention_maps import record_attention
 from aug_attn_tasks.audio.io import load_audio, window_starts
 from aug_attn_tasks.audio.predict import AudioPredictor
 from aug_attn_tasks.audio.recipe import TaggingModule
-from aug_attn_tasks.viz import pyplot, ranked_text, save_figure
+from aug_attn_tasks.viz import pyplot, ranked_text, save_figure, top_classes
 
 __all__ = ["attention_over_time", "explain"]
 
@@ -57,7 +57,7 @@ def explain(module: TaggingModule, config: dict[str, Any], path: Path, out: Path
     predictor = AudioPredictor(module, config)
     wave = load_audio(path, predictor.rate)  # (L,)
     attention, probs = attention_over_time(module, wave, predictor.window)
-    ranked = sorted(zip(module.tags, probs.tolist()), key=lambda pair: -pair[1])[:top]
+    ranked = top_classes(module.tags, probs, top)
     seconds = np.arange(len(wave)) / predictor.rate
     fig, (ax_wave, ax_spec) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
     ax_wave.plot(seconds, wave, color="0.55", linewidth=0.6)

@@ -27,7 +27,14 @@ from aug_attn_tasks.images.folder import imagefolder_classes, load_imagefolder
 from aug_attn_tasks.images.synthetic import SYNTHETIC_CLASSES, synthetic_images
 from aug_attn_tasks.loaders import eval_loader, train_loader
 
-__all__ = ["ImageDataModule", "random_crop_flip", "channel_stats", "num_classes_of", "class_names_of"]
+__all__ = ["ImageDataModule", "random_crop_flip", "channel_stats", "normalize_images", "num_classes_of", "class_names_of"]
+
+
+def normalize_images(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """``(B, 3, H, W)`` uint8 -> float32 in [0, 1], standardized per channel by ``mean``, ``std`` ``(3,)``:
+    what training feeds the model and what inference must feed it too."""
+    x = images.float() / 255
+    return (x - mean[:, None, None]) / std[:, None, None]
 
 
 def random_crop_flip(images: Tensor, padding: int, generator: torch.Generator | None = None) -> Tensor:
@@ -172,6 +179,4 @@ class ImageDataModule(L.LightningDataModule):
         images, labels = batch
         if self.trainer is not None and self.trainer.training and self.cfg.get("augment", True):
             images = random_crop_flip(images, int(self.cfg.get("crop_padding", 4)))
-        images = images.float().div_(255)  # (B, 3, H, W) in [0, 1]
-        mean, std = self.mean.to(images.device), self.std.to(images.device)
-        return (images - mean[:, None, None]) / std[:, None, None], labels
+        return normalize_images(images, self.mean.to(images.device), self.std.to(images.device)), labels

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from aug_attn.attention_maps import record_attention
 from aug_attn_tasks.images.predict import ImagePredictor
 from aug_attn_tasks.images.recipe import ImageClassifier
-from aug_attn_tasks.viz import pyplot, ranked_text, save_figure
+from aug_attn_tasks.viz import pyplot, ranked_text, save_figure, top_classes
 
 __all__ = ["query_attention", "explain"]
 
@@ -61,7 +61,7 @@ def explain(
     image = predictor.load(path)  # (3, S, S) uint8
     queries = list(queries or default_queries(image.shape[-1]))
     maps, probs = query_attention(module, image, queries)
-    ranked = sorted(zip(module.class_names, probs.tolist()), key=lambda pair: -pair[1])[:top]
+    ranked = top_classes(module.class_names, probs, top)
     fig, axes = plt.subplots(1, 1 + len(queries), figsize=(2.4 * (1 + len(queries)), 2.8), squeeze=False)
     picture = image.permute(1, 2, 0).numpy()
     axes[0, 0].imshow(picture)

@@ -29,7 +29,7 @@ from aug_attn.models.resnet import (
     resnet34,
     resnet50,
 )
-from aug_attn_tasks.images.data import ImageDataModule, class_names_of, num_classes_of
+from aug_attn_tasks.images.data import ImageDataModule, class_names_of, normalize_images, num_classes_of
 from aug_attn_tasks.optim import build_optimization
 
 __all__ = ["ARCHITECTURES", "build_model", "ImageClassifier", "build_module", "build_data", "report", "predictor"]
@@ -95,8 +95,7 @@ class ImageClassifier(L.LightningModule):
 
     def normalize(self, images: Tensor) -> Tensor:
         """``(B, 3, H, W)`` uint8 -> normalized float32, as the data module feeds training."""
-        x = images.float() / 255
-        return (x - self.input_mean[:, None, None]) / self.input_std[:, None, None]
+        return normalize_images(images, self.input_mean, self.input_std)
 
     def _step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         images, labels = batch

@@ -16,7 +16,7 @@ import torch
 
 from aug_attn_tasks.points.predict import PointPredictor
 from aug_attn_tasks.points.recipe import PointCloudModule
-from aug_attn_tasks.viz import pyplot, ranked_text, save_figure
+from aug_attn_tasks.viz import pyplot, ranked_text, save_figure, top_classes
 
 __all__ = ["gradient_saliency", "explain"]
 
@@ -39,7 +39,7 @@ def explain(module: PointCloudModule, config: dict[str, Any], path: Path, out: P
     predictor = PointPredictor(module, config)
     pos, normal = predictor.load(path)
     saliency, probs = gradient_saliency(module, pos, normal)
-    ranked = sorted(zip(module.class_names, probs.tolist()), key=lambda pair: -pair[1])[:top]
+    ranked = top_classes(module.class_names, probs, top)
     fig = plt.figure(figsize=(10, 3.6))
     xyz = pos.numpy()
     for i, (elevation, azimuth) in enumerate(VIEWS):
