@@ -79,9 +79,6 @@ def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
 
 def num_classes_of(data_cfg: dict[str, Any]) -> int:
     """Number of classes of the configured dataset."""
-    dataset = data_cfg.get("dataset", "synthetic")
-    if dataset in CIFAR_LAYOUTS and "class_names" not in data_cfg:
-        return CIFAR_LAYOUTS[dataset].num_classes
     return len(class_names_of(data_cfg))
 
 

@@ -73,8 +73,8 @@ class ImageClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters({"config": config})
         self.config = config
-        num_classes = num_classes_of(config.get("data", {}))
         self.class_names = class_names_of(config.get("data", {}))
+        num_classes = len(self.class_names)
         self.model = build_model(config.get("model", {}), num_classes)
         self.register_buffer("input_mean", torch.zeros(3))
         self.register_buffer("input_std", torch.ones(3))
