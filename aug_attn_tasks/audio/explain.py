@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from aug_attn.attention_maps import record_attention
-from aug_attn_tasks.audio.io import load_audio, window_starts
+from aug_attn_tasks.audio.io import chunk_windows, load_audio, window_starts
 from aug_attn_tasks.audio.predict import AudioPredictor
 from aug_attn_tasks.audio.recipe import TaggingModule
 from aug_attn_tasks.viz import pyplot, ranked_text, save_figure, top_classes
@@ -29,9 +29,8 @@ def attention_over_time(module: TaggingModule, wave: np.ndarray, window: int) ->
     """Back-end attention per sample ``(L,)`` (as described in the module doc) and the clip's
     probabilities ``(T,)`` for the mono waveform ``wave (L,)``."""
     length = max(len(wave), window)
-    padded = np.pad(wave, (0, length - len(wave)))
-    starts = window_starts(length, window, hop=window)
-    windows = torch.from_numpy(np.stack([padded[s : s + window] for s in starts]))  # (K, window)
+    starts = window_starts(length, window, hop=window)  # those of chunk_windows
+    windows = torch.from_numpy(chunk_windows(wave, window, hop=window))  # (K, window)
     with torch.inference_mode(), record_attention(module.model) as records:
         probs, _ = module.clip_scores(windows[None])  # (1, T)
     if not records:
