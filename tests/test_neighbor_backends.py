@@ -42,7 +42,7 @@ def blocked_cluster(monkeypatch):
 def test_unknown_backend_names_are_refused(monkeypatch):
     with pytest.raises(ValueError, match="the neighbour backend must be one of auto, torch, torch_cluster, got 'faiss'"):
         set_neighbor_backend("faiss")
-    monkeypatch.setattr(neighbors, "_backend", None)
+    monkeypatch.setattr(neighbors._BACKEND, "_mode", None)
     monkeypatch.setenv("AUG_ATTN_NEIGHBORS", "kdtree")
     with pytest.raises(ValueError, match="AUG_ATTN_NEIGHBORS must be one of"):
         knn(torch.randn(1, 4, 3), torch.randn(1, 5, 3), 2)
@@ -58,12 +58,12 @@ def test_without_torch_cluster_auto_runs_torch_and_an_explicit_choice_names_the_
 
 
 def test_the_environment_variable_picks_the_backend(monkeypatch):
-    monkeypatch.setattr(neighbors, "_backend", None)
+    monkeypatch.setattr(neighbors._BACKEND, "_mode", None)
     monkeypatch.setenv("AUG_ATTN_NEIGHBORS", "torch")
     assert resolved_neighbor_backend(torch.randn(1, 4, 3)) == "torch"
     with neighbor_backend("auto"):
-        assert neighbors._current_backend() == "auto"
-    assert neighbors._current_backend() == "torch"  # the context restores the previous choice
+        assert neighbors._BACKEND.current() == "auto"
+    assert neighbors._BACKEND.current() == "torch"  # the context restores the previous choice
 
 
 def clouds(dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,9 +23,7 @@ ONNX form), for dtypes other than float32/float64, and on GPUs for a CPU-only bu
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from types import ModuleType
 from typing import Any
 
@@ -33,6 +31,7 @@ import torch
 from torch import Tensor
 
 from aug_attn.optional import MissingExtraError, import_extra
+from aug_attn.switch import Switch
 
 __all__ = [
     "point_inputs", "to_dense", "gather", "masked_centroid", "farthest_point_sample", "knn", "ball_query", "interpolate",
@@ -41,38 +40,18 @@ __all__ = [
 
 DEFAULT_CHUNK_SIZE = 1024
 NEIGHBOR_BACKENDS = ("auto", "torch", "torch_cluster")
-_backend: str | None = None  # None: read AUG_ATTN_NEIGHBORS at the next call
-
-
-def _check_backend(name: str, source: str) -> str:
-    if name not in NEIGHBOR_BACKENDS:
-        raise ValueError(f"{source} must be one of {', '.join(NEIGHBOR_BACKENDS)}, got {name!r}")
-    return name
+_BACKEND = Switch("the neighbour backend", "AUG_ATTN_NEIGHBORS", NEIGHBOR_BACKENDS)
 
 
 def set_neighbor_backend(name: str) -> str:
     """Choose the kNN/FPS backend: ``"auto"`` (``torch_cluster`` when installed), ``"torch"`` or
     ``"torch_cluster"``. Returns the previous choice."""
-    global _backend
-    previous = _current_backend()
-    _backend = _check_backend(name, "the neighbour backend")
-    return previous
+    return _BACKEND.set(name)
 
 
-@contextmanager
-def neighbor_backend(name: str) -> Iterator[None]:
+def neighbor_backend(name: str) -> AbstractContextManager[None]:
     """``with neighbor_backend("torch"): ...`` runs the block with that backend."""
-    previous = set_neighbor_backend(name)
-    try:
-        yield
-    finally:
-        set_neighbor_backend(previous)
-
-
-def _current_backend() -> str:
-    if _backend is not None:
-        return _backend
-    return _check_backend(os.environ.get("AUG_ATTN_NEIGHBORS", "auto"), "AUG_ATTN_NEIGHBORS")
+    return _BACKEND.using(name)
 
 
 @functools.cache
@@ -85,7 +64,7 @@ def _torch_cluster() -> ModuleType | MissingExtraError:
 
 def resolved_neighbor_backend(pos: Tensor | None = None) -> str:
     """The backend that a call on ``pos`` runs now: ``"torch"`` or ``"torch_cluster"``."""
-    choice = _current_backend()
+    choice = _BACKEND.current()
     if choice == "torch":
         return "torch"
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
