@@ -13,8 +13,10 @@ Mixed precision: under ``torch.autocast`` attention with relative logits or a pa
 softmax, weighted sum) runs in float32 and returns the autocast dtype; plain attention uses the fused
 SDPA kernels, which accumulate in float32; projections stay in the low precision.
 
-Paths (all exact, chosen per call by :func:`relative_attention`): an encoder with a factorized
-form (2D grids) runs as plain fused SDPA on augmented queries and keys, never building logits; an
+Paths (all exact, chosen per call by :func:`relative_attention`): on the CPU, an encoder whose
+factorized form is a grid's (2D) runs the native kernel of :mod:`aug_attn.native`, which adds the
+relative terms inside its fused loop; elsewhere an encoder with a factorized form runs as plain
+fused SDPA on augmented queries and keys (per tile of keys on the CPU), never building logits; an
 encoder with a band (clipped 1D offsets) materializes only the band around each query block and
 sends the keys beyond it through a fused kernel (:mod:`aug_attn.banded`); otherwise the ``(N x N)``
 logits are computed for blocks of queries whose size keeps each block under
@@ -42,6 +44,7 @@ from aug_attn.banded import (
     flex_band_attention,
     flex_supported,
 )
+from aug_attn.native import grid_attention, grid_attention_supported
 from aug_attn.positional.base import RelativePositionEncoder
 from aug_attn.tiled import tiled_factorized_attention, tiled_is_faster, tiled_supported
 
@@ -168,7 +171,10 @@ def relative_attention(
 ) -> Tensor:
     """Scaled dot-product attention with relative logits.
 
-    Exact paths, chosen per call: without an encoder, fused SDPA; with an encoder that has a
+    Exact paths, chosen per call: without an encoder, fused SDPA; with an encoder whose factorized
+    form is a grid's (:meth:`RelativePositionEncoder.factorized_grid`) and where
+    :func:`~aug_attn.native.grid_attention_supported` (CPU float32/64, no mask or dropout, not
+    compiling; ``factorize`` not False), the native fused kernel; with an encoder that has a
     factorized form (:meth:`RelativePositionEncoder.factorized`) and where
     :func:`factorized_is_faster`, fused SDPA on augmented queries and keys (no logits tensor); with
     an encoder that has a band (:meth:`RelativePositionEncoder.band`) and where
@@ -186,7 +192,9 @@ def relative_attention(
         dropout_p: dropout on the attention weights.
         max_logits_elements: query blocks are sized so ``B * h * c * N`` (band path: the window's
             ``B * h * c * (c + 2D)``) stays below this; also the factorized path's cost rule.
-        factorize: force (True) or forbid (False) the factorized path; None: the cost rule.
+        factorize: force (True) or forbid (False) the factorized path; None: the cost rule. The
+            native kernel (a factorized path) runs for None and True where it applies; switch it
+            off with :func:`aug_attn.native.set_native_kernels`.
 
     Returns:
         ``(B, h, N, d_v)``.
@@ -217,17 +225,18 @@ def relative_attention(
     if encoder is None:
         return fused_attention(q, k, v, allowed, dropout_p)
     extra = encoder.factorized_dim(pos)
+    grid = encoder.factorized_grid(pos) if extra is not None and factorize is not False else None
+    if grid is not None and grid_attention_supported(q, v, dropout_p, allowed is not None):
+        # CPU: the relative terms added inside one fused kernel, at the plain depth (aug_attn.native).
+        q_aug, _ = _factors(encoder, q, pos, tokens)  # (B, h, N, H + W)
+        return grid_attention(q, k, v, q_aug, grid)
     if factorize is None:
         one_block = batch * heads * tokens * tokens <= max_logits_elements
         factorize = extra is not None and factorized_is_faster(head_dim, v.shape[-1], extra, one_block)
     if factorize:
         if extra is None:
             raise ValueError(f"{type(encoder).__name__} has no factorized form for pos={pos!r}")
-        q_aug, k_aug = encoder.factorized(q, pos)  # (B, h, N, a), (N, a)
-        if k_aug.shape[0] != tokens:
-            raise ValueError(
-                f"{type(encoder).__name__} gave key factors for {k_aug.shape[0]} tokens for pos={pos!r}; expected {tokens}"
-            )
+        q_aug, k_aug = _factors(encoder, q, pos, tokens)  # (B, h, N, a), (N, a)
         if tiled_supported(q, dropout_p, allowed is not None):
             tiles = encoder.factorized_tiles(pos, tile_side(head_dim))
             if tiles is not None:
@@ -268,6 +277,17 @@ def relative_attention(
     return _over_query_blocks(
         lambda qb, s, e: _block_attention(qb, k, v, encoder, pos, s, e, key_padding_mask, dropout_p), q, k, v, rows
     )
+
+
+def _factors(encoder: RelativePositionEncoder, q: Tensor, pos: Any, tokens: int) -> tuple[Tensor, Tensor]:
+    """The encoder's factorized form ``(B, h, N, a), (N, a)``; an error naming ``pos`` where it
+    describes another number of tokens than the queries have."""
+    q_aug, k_aug = encoder.factorized(q, pos)
+    if k_aug.shape[0] != tokens:
+        raise ValueError(
+            f"{type(encoder).__name__} gave key factors for {k_aug.shape[0]} tokens for pos={pos!r}; expected {tokens}"
+        )
+    return q_aug, k_aug
 
 
 def _over_query_blocks(block_fn: Callable[[Tensor, int, int], Tensor], q: Tensor, k: Tensor, v: Tensor, rows: int) -> Tensor:

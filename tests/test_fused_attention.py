@@ -1,5 +1,10 @@
-"""The fused paths of the attention core (factorized 2D logits, padded depths) against the reference
-functional API and the blocked path: values and gradients in float64."""
+"""The fused PyTorch paths of the attention core (factorized 2D logits, padded depths) against the
+reference functional API and the blocked path: values and gradients in float64.
+
+The native CPU kernel (:mod:`aug_attn.native`) would take the 2D cases here; it is switched off for
+this module, so these tests keep covering the paths that run without it (no C++ compiler, CUDA,
+bf16, compiling). ``tests/test_native_attention.py`` tests the kernel.
+"""
 
 import shutil
 
@@ -11,9 +16,16 @@ from aug_attn.attention import fused_attention, relative_attention
 from aug_attn.banded import band_table, flex_band_attention
 from aug_attn.functional import grid_one_hot, relative_logits_2d_factors, relative_logits_2d_rows
 from aug_attn.layers import AAConv1d, AAConv2d
+from aug_attn.native import native_kernels
 from aug_attn.positional import RelativePositionEncoder1d, RelativePositionEncoder2d
 
 D = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _pytorch_paths():
+    with native_kernels("off"):
+        yield
 
 
 def reference_attention(q, k, v, logits, mask=None):

@@ -65,6 +65,14 @@ class RelativePositionEncoder(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} has no factorized form")
 
+    def factorized_grid(self, pos: Any) -> tuple[int, int] | None:
+        """``(H, W)`` where the key factors of :meth:`factorized` are the grid indicators
+        :func:`~aug_attn.functional.grid_one_hot` of an ``H x W`` raster grid, so that the logits are
+        ``a[i, y_j] + a[i, H + x_j]``: the core then runs the native CPU kernel, which adds those two
+        numbers per query-key pair instead of multiplying ``H + W`` one-hot columns
+        (:mod:`aug_attn.native`). None otherwise."""
+        return None
+
     def factorized_tiles(self, pos: Any, side: int) -> list[tuple[Tensor, Tensor]] | None:
         """Tiles of keys over which the key factors of :meth:`factorized` are sparse, or None.
 

@@ -122,6 +122,9 @@ class RelativePositionEncoder2d(RelativePositionEncoder):
         logits_h, logits_w = relative_logits_2d_factors(q, self.rel_h, self.rel_w, height, width, 0, self.max_distance)
         return torch.cat([logits_h, logits_w], dim=-1), grid_one_hot(height, width, q.dtype, q.device)  # (B, h, N, H+W), (N, H+W)
 
+    def factorized_grid(self, pos: tuple[int, int]) -> tuple[int, int]:
+        return int(pos[0]), int(pos[1])
+
     def factorized_tiles(self, pos: tuple[int, int], side: int) -> list[tuple[Tensor, Tensor]]:
         """Blocks of ``side x side`` grid cells (smaller at the far edges): a block's keys use the
         one-hot columns of its rows and of its columns only."""
