@@ -4,10 +4,13 @@ Per case, forward+backward is timed and its peak memory measured in a fresh subp
 the implementations alternate, round after round, and each reports the median of its timed steps
 over all rounds (so a busy machine slows all of them alike):
 
-* ``ours``: :func:`aug_attn.relative_attention` as it chooses (factorized fused SDPA in 2D, the band
+* ``ours``: :func:`aug_attn.relative_attention` as it chooses (the native kernel in 2D on the CPU,
+  factorized fused SDPA in 2D elsewhere, the band
   path in 1D where the cost rules pick them, else query blocks);
-* ``untiled``: ours without the key tiles of :mod:`aug_attn.tiled` (2D: one fused call of depth
-  ``d + H + W``, the path before the tiles);
+* ``pytorch``: ours without the native CPU kernel of :mod:`aug_attn.native` (2D: the PyTorch
+  factorized path, per tile of keys on the CPU: what runs where no C++ compiler is found);
+* ``untiled``: ``pytorch`` without the key tiles of :mod:`aug_attn.tiled` (2D: one fused call of
+  depth ``d + H + W``, the path before the tiles);
 * ``blocked``: the same module forced onto the query-block path with materialized logits (the
   algorithm before the fused paths: chunks recomputed in backward beyond the block budget);
 * ``paper``: Bello et al.'s algorithm (appendix A.3): full ``(B, h, N, N)`` content logits plus
@@ -48,7 +51,7 @@ CASES = [
     ("1d", 2, 4096),
     ("1d", 2, 16384),
 ]
-IMPLS = ("ours", "untiled", "blocked", "paper", "plain")
+IMPLS = ("ours", "pytorch", "untiled", "blocked", "paper", "plain")
 
 
 def paper_attention(module, tokens: torch.Tensor, kind: str, size: int) -> torch.Tensor:
@@ -75,6 +78,9 @@ def build(kind: str, batch: int, size: int, impl: str, device: str):
     from aug_attn import AAConv2d, RelativeMultiheadAttention, RelativePositionEncoder1d, RelativePositionEncoder2d
     from aug_attn import attention
 
+    from aug_attn.native import set_native_kernels
+
+    set_native_kernels("on" if impl == "ours" and device == "cpu" else "off" if impl != "ours" else "auto")
     if impl == "blocked":  # the cost rules say no: query blocks with materialized logits
         attention.factorized_is_faster = lambda *args: False
         attention.banded_is_faster = lambda *args: False
@@ -131,34 +137,40 @@ def run_one(kind: str, batch: int, size: int, impl: str, device: str, repeats: i
 
 def networks(batch: int, rounds: int) -> None:
     """Train-step time of AA-WRN-28-10 and AA-ResNet-50 against their plain nets (CIFAR 32x32, 100
-    classes; ResNet-50 with the CIFAR stem, attention in stages 2-4), steps alternating in one process."""
+    classes; ResNet-50 with the CIFAR stem, attention in stages 2-4), steps alternating in one
+    process; the AA nets with the native kernel (as they run by default on the CPU) and without it."""
     import torch.nn.functional as F
 
     from aug_attn.models import resnet50, wrn28_10
+    from aug_attn.native import native_kernels
 
     nets = {
         "WRN-28-10": lambda attention: wrn28_10(100, attention),
         "ResNet-50": lambda attention: resnet50(100, stem="cifar", attention=attention, attention_stages=(2, 3, 4)),
     }
+    # column: (attention, native kernel mode)
+    configs = {"plain": (False, "off"), "AA": (True, "on" if torch.get_default_device().type == "cpu" else "auto"), "AA pytorch": (True, "off")}
     torch.manual_seed(0)
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 100, (batch,))
     print(f"\ntrain step (fwd+bwd+SGD), batch {batch}, 32x32, median of {rounds} alternating steps after one warm-up")
-    print(f"{'net':<12}{'plain s':>10}{'AA s':>10}{'AA/plain':>10}")
+    print(f"{'net':<12}" + "".join(f"{name + ' s':>15}" for name in configs) + f"{'AA/plain':>10}{'AA pytorch/plain':>18}")
     for name, make in nets.items():
-        models = {attention: make(attention) for attention in (False, True)}
-        optimizers = {a: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for a, m in models.items()}
-        times: dict[bool, list[float]] = {False: [], True: []}
+        models = {column: make(attention) for column, (attention, _) in configs.items()}
+        optimizers = {c: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for c, m in models.items()}
+        times: dict[str, list[float]] = {column: [] for column in configs}
         for round_ in range(rounds + 1):
-            for attention, model in models.items():
-                start = time.perf_counter()
-                loss = F.cross_entropy(model(x), y)
-                optimizers[attention].zero_grad(set_to_none=True)
-                loss.backward()
-                optimizers[attention].step()
+            for column, model in models.items():
+                with native_kernels(configs[column][1]):
+                    start = time.perf_counter()
+                    loss = F.cross_entropy(model(x), y)
+                    optimizers[column].zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizers[column].step()
                 if round_:
-                    times[attention].append(time.perf_counter() - start)
-        plain, aug = statistics.median(times[False]), statistics.median(times[True])
-        print(f"{name:<12}{plain:>10.2f}{aug:>10.2f}{aug / plain:>10.2f}", flush=True)
+                    times[column].append(time.perf_counter() - start)
+        median = {column: statistics.median(t) for column, t in times.items()}
+        row = f"{name:<12}" + "".join(f"{median[column]:>15.2f}" for column in configs)
+        print(row + f"{median['AA'] / median['plain']:>10.2f}{median['AA pytorch'] / median['plain']:>18.2f}", flush=True)
 
 
 def main() -> None:
@@ -184,7 +196,7 @@ def main() -> None:
         f"median of {args.rounds} alternating rounds x {max(1, args.repeats)} steps"
     )
     header = f"{'case':<16}{'tokens':>7}" + "".join(f"{name + ' s':>11}{name + ' MB':>11}" for name in IMPLS)
-    header += f"{'paper/ours t':>14}{'ours/paper m':>14}{'ours/plain t':>14}{'untiled/ours t':>16}{'blocked/ours t':>16}"
+    header += f"{'paper/ours t':>14}{'ours/paper m':>14}{'ours/plain t':>14}{'pytorch/ours t':>16}{'untiled/ours t':>16}{'blocked/ours t':>16}"
     print(header)
     print("-" * len(header))
     wanted = set(args.only.split(",")) if args.only else None
@@ -219,7 +231,8 @@ def main() -> None:
             return f"{a[x] / max(b[y], 1e-9):.2f}" if x in a and y in b else "-"
 
         row += f"{ratio(seconds, 'paper', seconds, 'ours'):>14}{ratio(peaks, 'ours', peaks, 'paper'):>14}"
-        row += f"{ratio(seconds, 'ours', seconds, 'plain'):>14}{ratio(seconds, 'untiled', seconds, 'ours'):>16}"
+        row += f"{ratio(seconds, 'ours', seconds, 'plain'):>14}{ratio(seconds, 'pytorch', seconds, 'ours'):>16}"
+        row += f"{ratio(seconds, 'untiled', seconds, 'ours'):>16}"
         row += f"{ratio(seconds, 'blocked', seconds, 'ours'):>16}"
         print(row, flush=True)
     print("paper/ours t > 1: ours faster; ours/paper m < 1: ours smaller; ours/plain t: cost over the fused floor")
