@@ -55,6 +55,7 @@ def banded_supported(q: Tensor, dropout_p: float, masked: bool) -> bool:
         and dropout_p == 0.0
         and not masked
         and not torch.compiler.is_compiling()  # its backward differentiates the encoder: not traceable
+        and not torch.jit.is_tracing()
     )
 
 

@@ -24,7 +24,7 @@ pairs (ctypes releases the GIL).
 
 **Choice.** :func:`set_native_kernels` (or the environment variable ``AUG_ATTN_NATIVE``):
 ``"auto"`` (default) uses the kernel where it applies (CPU, float32/float64, no dropout, no padding
-mask, not while compiling or exporting) and, when it cannot be built, warns once and runs the
+mask, not while compiling, exporting or TorchScript-tracing) and, when it cannot be built, warns once and runs the
 PyTorch paths; ``"on"`` makes a failed build an error; ``"off"`` never builds it.
 """
 
@@ -209,6 +209,7 @@ def grid_attention_supported(q: Tensor, v: Tensor, dropout_p: float, masked: boo
         and not masked
         and not torch.compiler.is_compiling()  # an opaque ctypes call: the PyTorch paths trace and export
         and not torch.compiler.is_exporting()
+        and not torch.jit.is_tracing()  # TorchScript tracing (the legacy ONNX exporter) records PyTorch ops only
         and native_library() is not None
     )
 

@@ -175,6 +175,19 @@ def test_layer_compiles_in_one_graph_with_the_kernel_on():
     torch.testing.assert_close(grad, torch.autograd.grad(layer(x).square().sum(), x)[0], rtol=1e-5, atol=1e-6)
 
 
+def test_torchscript_tracing_records_the_pytorch_path(tmp_path):
+    """torch.jit.trace (behind the legacy ONNX exporter) records PyTorch ops, not the opaque kernel
+    call, so the traced module saves and loads."""
+    layer = AAConv2d(3, 8, 3, dk=8, dv=4, num_heads=2).eval()
+    x = torch.randn(2, 3, 6, 5)
+    with torch.no_grad():
+        traced = torch.jit.trace(layer, x)
+        assert "_GridAttention" not in str(traced.inlined_graph)
+        traced.save(tmp_path / "layer.pt")
+        loaded = torch.jit.load(tmp_path / "layer.pt")
+        torch.testing.assert_close(loaded(x), layer(x), rtol=1e-5, atol=1e-6)
+
+
 def test_grid_attention_refuses_mismatched_shapes():
     q, k, v = _inputs(1, 2, 12, 4, 4)
     with pytest.raises(ValueError, match=r"3x5 grid takes 15 tokens"):
