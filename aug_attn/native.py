@@ -24,8 +24,8 @@ pairs (ctypes releases the GIL).
 
 **Choice.** :func:`set_native_kernels` (or the environment variable ``AUG_ATTN_NATIVE``):
 ``"auto"`` (default) uses the kernel where it applies (CPU, float32/float64, no dropout, no padding
-mask, not while compiling, exporting or TorchScript-tracing) and, when it cannot be built, warns once and runs the
-PyTorch paths; ``"on"`` makes a failed build an error; ``"off"`` never builds it.
+mask, not while compiling, exporting or TorchScript-tracing) and, when it cannot be built, warns
+once and runs the PyTorch paths; ``"on"`` makes a failed build an error; ``"off"`` never builds it.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def native_library() -> ctypes.CDLL | None:
     library = _load()
     if isinstance(library, NativeKernelError):
         if mode == "on":
-            raise library
+            raise NativeKernelError(str(library))  # a new error each time (the cached one keeps its traceback)
         _warn_once(str(library))
         return None
     return library
@@ -192,7 +192,7 @@ def native_library() -> ctypes.CDLL | None:
 def _warn_once(reason: str) -> None:
     warnings.warn(
         f"aug_attn: the native CPU kernel of 2D relative attention is unavailable ({reason}); using the "
-        "PyTorch paths, about 2-3x slower on CPU. AUG_ATTN_NATIVE=off silences this.",
+        "PyTorch paths, 1.3-2x slower on CPU. AUG_ATTN_NATIVE=off silences this.",
         RuntimeWarning,
         stacklevel=4,
     )
