@@ -73,14 +73,19 @@ def paper_attention(module, tokens: torch.Tensor, kind: str, size: int) -> torch
     return module.proj(merge_heads(logits.softmax(-1) @ v))
 
 
+def native_mode(device: str) -> str:
+    """The kernel mode of ``ours``: on the CPU ``"on"`` (a failed build stops the benchmark instead
+    of timing the PyTorch path as ours), elsewhere ``"auto"`` (the kernel is CPU-only)."""
+    return "on" if device == "cpu" else "auto"
+
+
 def build(kind: str, batch: int, size: int, impl: str, device: str):
     """The step's callable for one implementation."""
     from aug_attn import AAConv2d, RelativeMultiheadAttention, RelativePositionEncoder1d, RelativePositionEncoder2d
     from aug_attn import attention
-
     from aug_attn.native import set_native_kernels
 
-    set_native_kernels("on" if impl == "ours" and device == "cpu" else "off" if impl != "ours" else "auto")
+    set_native_kernels(native_mode(device) if impl == "ours" else "off")
     if impl == "blocked":  # the cost rules say no: query blocks with materialized logits
         attention.factorized_is_faster = lambda *args: False
         attention.banded_is_faster = lambda *args: False
@@ -149,7 +154,7 @@ def networks(batch: int, rounds: int) -> None:
         "ResNet-50": lambda attention: resnet50(100, stem="cifar", attention=attention, attention_stages=(2, 3, 4)),
     }
     # column: (attention, native kernel mode)
-    configs = {"plain": (False, "off"), "AA": (True, "on" if torch.get_default_device().type == "cpu" else "auto"), "AA pytorch": (True, "off")}
+    configs = {"plain": (False, "off"), "AA": (True, native_mode("cpu")), "AA pytorch": (True, "off")}
     torch.manual_seed(0)
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 100, (batch,))
     print(f"\ntrain step (fwd+bwd+SGD), batch {batch}, 32x32, median of {rounds} alternating steps after one warm-up")
