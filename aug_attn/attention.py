@@ -11,11 +11,15 @@ where ``S^rel[i, j] = q_i . r(i, j)`` comes from a :class:`~aug_attn.positional.
 
 Mixed precision: under ``torch.autocast`` attention with relative logits or a padding mask (logits,
 softmax, weighted sum) runs in float32 and returns the autocast dtype; plain attention uses the fused
-SDPA kernels, which accumulate in float32; projections stay in the low precision.
+SDPA kernels, which accumulate in float32; projections stay in the low precision. The FlexAttention
+paths take queries, keys and values in the autocast dtype and the per-query logits tables in
+float32; their kernel forms the logits and the softmax in float32.
 
-Paths (all exact, chosen per call by :func:`relative_attention`): on the CPU, an encoder whose
-factorized form is a grid's (2D) runs the native kernel of :mod:`aug_attn.native`, which adds the
-relative terms inside its fused loop; elsewhere an encoder with a factorized form runs as plain
+Paths (all exact, chosen per call by :func:`relative_attention`): on CUDA, an encoder whose
+factorized form is a grid's (2D) or that has a band (clipped 1D offsets) runs FlexAttention with the
+relative terms added inside its kernel (:mod:`aug_attn.flex`); on the CPU, a grid encoder runs the
+native kernel of :mod:`aug_attn.native`, which does the same in its own fused loop; elsewhere an
+encoder with a factorized form runs as plain
 fused SDPA on augmented queries and keys (per tile of keys on the CPU), never building logits; an
 encoder with a band (clipped 1D offsets) materializes only the band around each query block and
 sends the keys beyond it through a fused kernel (:mod:`aug_attn.banded`); otherwise the ``(N x N)``
@@ -36,14 +40,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from aug_attn import attention_maps
-from aug_attn.banded import (
-    band_table,
-    banded_block_attention,
-    banded_is_faster,
-    banded_supported,
-    flex_band_attention,
-    flex_supported,
-)
+from aug_attn.banded import banded_block_attention, banded_is_faster, banded_supported
+from aug_attn.flex import band_table, flex_band_attention, flex_grid_attention, flex_supported
 from aug_attn.native import grid_attention, grid_attention_supported
 from aug_attn.positional.base import RelativePositionEncoder
 from aug_attn.tiled import tiled_factorized_attention, tiled_is_faster, tiled_supported
@@ -61,6 +59,7 @@ DEFAULT_MAX_LOGITS_ELEMENTS = 1 << 24  # 64 MiB of float32 logits per query bloc
 FACTORIZED_MAX_DEPTH = 160  # see factorized_is_faster
 FACTORIZED_MAX_DEPTH_ONE_BLOCK = 32
 TILE_MIN_SIDE = 8  # see tile_side
+CUDA_DEPTH_MULTIPLE = 8  # see fused_attention
 
 
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
@@ -114,10 +113,12 @@ def _block_attention(
 def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
     """SDPA of pre-scaled queries (scale 1) in a form its fused kernels take.
 
-    The flash kernels (CPU and CUDA) need equal query/key and value depths; otherwise SDPA falls
-    back to its math backend, which materializes the logits (at WRN-28-10's ``d_k = 20, d_v = 2``
-    per head that is 7x slower on CPU). So the shallower side is zero-padded: zero value columns
-    give zero output columns, which are cut off; zero query/key columns add nothing to the logits.
+    The flash kernels (CPU and CUDA) need equal query/key and value depths, and the CUDA kernels
+    depths in multiples of 8; otherwise SDPA falls back to its math backend, which materializes the
+    logits (at WRN-28-10's ``d_k = 20, d_v = 2`` per head that is 7x slower on CPU). So the
+    shallower side is zero-padded (on CUDA both sides, up to the next multiple of 8): zero value
+    columns give zero output columns, which are cut off; zero query/key columns add nothing to the
+    logits.
 
     Args:
         q, k: ``(B, h, N, d_k)``; v: ``(B, h, N, d_v)``.
@@ -127,12 +128,15 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = 
         ``(B, h, N, d_v)``.
     """
     depth, value_depth = q.shape[-1], v.shape[-1]
-    if value_depth < depth:
-        v = F.pad(v, (0, depth - value_depth))
-    elif depth < value_depth:
-        q, k = F.pad(q, (0, value_depth - depth)), F.pad(k, (0, value_depth - depth))
+    common = max(depth, value_depth)
+    if q.is_cuda:  # the CUDA flash and memory-efficient kernels take depths in multiples of 8
+        common = -(-common // CUDA_DEPTH_MULTIPLE) * CUDA_DEPTH_MULTIPLE
+    if value_depth < common:
+        v = F.pad(v, (0, common - value_depth))
+    if depth < common:
+        q, k = F.pad(q, (0, common - depth)), F.pad(k, (0, common - depth))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=1.0)
-    return out[..., :value_depth] if value_depth < depth else out
+    return out[..., :value_depth] if value_depth < common else out
 
 
 def tile_side(head_dim: int) -> int:
@@ -171,7 +175,10 @@ def relative_attention(
 ) -> Tensor:
     """Scaled dot-product attention with relative logits.
 
-    Exact paths, chosen per call: without an encoder, fused SDPA; with an encoder whose factorized
+    Exact paths, chosen per call: without an encoder, fused SDPA; on CUDA (no mask or dropout),
+    FlexAttention with the relative terms inside its kernel for a grid encoder (``factorize`` not
+    False) or a band encoder where :func:`~aug_attn.banded.banded_is_faster`
+    (:func:`~aug_attn.flex.flex_supported`, :mod:`aug_attn.flex`); with an encoder whose factorized
     form is a grid's (:meth:`RelativePositionEncoder.factorized_grid`) and where
     :func:`~aug_attn.native.grid_attention_supported` (CPU float32/64, no mask or dropout, not
     compiling; ``factorize`` not False), the native fused kernel; with an encoder that has a
@@ -179,7 +186,7 @@ def relative_attention(
     :func:`factorized_is_faster`, fused SDPA on augmented queries and keys (no logits tensor); with
     an encoder that has a band (:meth:`RelativePositionEncoder.band`) and where
     :func:`~aug_attn.banded.banded_is_faster`, the band's logits per query block and the keys beyond
-    it fused (:mod:`aug_attn.banded`; CPU float32/64 or CUDA, no mask or dropout); otherwise blocks
+    it fused (:mod:`aug_attn.banded`; CPU float32/64, no mask or dropout); otherwise blocks
     of queries with materialized logits, recomputed in backward.
 
     Args:
@@ -193,8 +200,8 @@ def relative_attention(
         max_logits_elements: query blocks are sized so ``B * h * c * N`` (band path: the window's
             ``B * h * c * (c + 2D)``) stays below this; also the factorized path's cost rule.
         factorize: force (True) or forbid (False) the factorized path; None: the cost rule. The
-            native kernel (a factorized path) runs for None and True where it applies; switch it
-            off with :func:`aug_attn.native.set_native_kernels`.
+            native kernel and the FlexAttention grid path (factorized paths) run for None and True
+            where they apply; switch the native kernel off with :func:`aug_attn.native.set_native_kernels`.
 
     Returns:
         ``(B, h, N, d_v)``.
@@ -210,8 +217,14 @@ def relative_attention(
             )
         if bool(key_padding_mask.all(dim=1).any()):
             raise ValueError("key_padding_mask masks every key of at least one sample; attention is undefined")
+    autocast = torch.is_autocast_enabled(q.device.type)
+    if encoder is not None and flex_supported(q, dropout_p, key_padding_mask is not None):
+        # CUDA: the relative terms inside FlexAttention's kernel (aug_attn.flex), logits float32 there.
+        out = _flex_path(q, k, v, encoder, pos, factorize, max_logits_elements, torch.get_autocast_dtype(q.device.type) if autocast else None)
+        if out is not None:
+            return out
     materialized = encoder is not None or key_padding_mask is not None
-    if materialized and torch.is_autocast_enabled(q.device.type):
+    if materialized and autocast:
         # Explicit logits, relative logits and softmax stay float32 under mixed precision: in bfloat16
         # (8 mantissa bits) a logit of 10 moves by up to 0.04, i.e. 4% of its softmax weight. Output in
         # q's dtype. Without them, the fused SDPA kernels below already accumulate in float32.
@@ -250,13 +263,8 @@ def relative_attention(
 
     band = encoder.band(pos)
     if band is not None and banded_is_faster(tokens, band):
-        per_query = max(1, max_logits_elements // max(1, batch * heads))  # window logits: c * (c + 2D) per (b, h)
-        rows = max(1, (math.isqrt(band * band + per_query) - band))  # largest c with c * (c + 2D) <= per_query
-        masked = key_padding_mask is not None
-        if flex_supported(q, dropout_p, masked) and q.shape[-1] == v.shape[-1]:
-            # CUDA: the band's logits gathered per query inside FlexAttention's fused kernel.
-            return flex_band_attention(q, k, v, band_table(encoder, q, pos, band, rows), band)
-        if banded_supported(q, dropout_p, masked) and v.shape[-1] <= head_dim:
+        rows = _band_rows(batch * heads, band, max_logits_elements)
+        if banded_supported(q, dropout_p, key_padding_mask is not None) and v.shape[-1] <= head_dim:
             # The band path never builds a full logits row, so the check of _block_attention runs on one query.
             with torch.no_grad():
                 _check_logits(encoder(q[:, :, :1], pos, 0, 1), encoder, pos, 0, 1, tokens)
@@ -277,6 +285,41 @@ def relative_attention(
     return _over_query_blocks(
         lambda qb, s, e: _block_attention(qb, k, v, encoder, pos, s, e, key_padding_mask, dropout_p), q, k, v, rows
     )
+
+
+def _band_rows(pairs: int, band: int, max_logits_elements: int) -> int:
+    """Query block size of the band paths: the largest ``c`` whose window logits ``c * (c + 2D)``
+    per (batch, head) pair stay within ``max_logits_elements`` over the ``pairs``."""
+    per_query = max(1, max_logits_elements // max(1, pairs))
+    return max(1, math.isqrt(band * band + per_query) - band)
+
+
+def _flex_path(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    encoder: RelativePositionEncoder,
+    pos: Any,
+    factorize: bool | None,
+    max_logits_elements: int,
+    dtype: torch.dtype | None,
+) -> Tensor | None:
+    """The FlexAttention paths of :mod:`aug_attn.flex` (CUDA): a grid encoder (unless ``factorize``
+    is False) or a band encoder where :func:`~aug_attn.banded.banded_is_faster`; None where neither
+    applies. ``q`` unscaled; ``dtype``: the autocast dtype the kernel takes its inputs in (the
+    per-query logits tables are float32 then), None without autocast."""
+    batch, heads, tokens, head_dim = q.shape
+    with torch.autocast(q.device.type, enabled=False):
+        q = (q.float() if dtype is not None else q) * head_dim**-0.5  # the tables from float32 queries under autocast
+        grid = encoder.factorized_grid(pos) if factorize is not False and encoder.factorized_dim(pos) is not None else None
+        if grid is not None:
+            q_aug, _ = _factors(encoder, q, pos, tokens)  # (B, h, N, H + W)
+            return flex_grid_attention(q, k, v, q_aug, grid, dtype)
+        band = encoder.band(pos)
+        if band is not None and banded_is_faster(tokens, band):
+            table = band_table(encoder, q, pos, band, _band_rows(batch * heads, band, max_logits_elements))  # (B, h, N, 2D + 1)
+            return flex_band_attention(q, k, v, table, band, dtype)
+    return None
 
 
 def _factors(encoder: RelativePositionEncoder, q: Tensor, pos: Any, tokens: int) -> tuple[Tensor, Tensor]:

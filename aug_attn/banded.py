@@ -19,26 +19,17 @@ gradients of the one softmax over all keys; the constant's gradient is the part'
 
 CPU only (the kernels are ``aten._scaled_dot_product_flash_attention_for_cpu`` and its backward,
 which return and take the log-sum-exp); float32 and float64, no dropout, no padding mask. On CUDA
-:func:`flex_band_attention` gathers the clipped table inside FlexAttention's kernel instead.
+:func:`~aug_attn.flex.flex_band_attention` gathers the clipped table inside FlexAttention's kernel instead.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = [
-    "band_table",
-    "banded_block_attention",
-    "banded_is_faster",
-    "banded_supported",
-    "flex_band_attention",
-    "flex_supported",
-]
+__all__ = ["banded_block_attention", "banded_is_faster", "banded_supported"]
 
 
 def banded_is_faster(tokens: int, band: int) -> bool:
@@ -159,58 +150,3 @@ def banded_block_attention(q: Tensor, k: Tensor, v: Tensor, encoder: Any, pos: A
     """
     params = [p for p in encoder.parameters() if p.requires_grad]
     return _BandedAttention.apply(q, k, v, encoder, pos, start, end, band, *params)
-
-
-def flex_supported(q: Tensor, dropout_p: float, masked: bool) -> bool:
-    """Whether :func:`flex_band_attention` runs: CUDA (FlexAttention's backward, with gradients to
-    captured tensors, exists there; on CPU it is forward only), no dropout or mask, not exporting."""
-    return (
-        q.is_cuda
-        and importlib.util.find_spec("torch.nn.attention.flex_attention") is not None  # torch >= 2.5
-        and dropout_p == 0.0
-        and not masked
-        and not torch.compiler.is_exporting()
-    )
-
-
-def band_table(encoder: Any, q: Tensor, pos: Any, band: int, rows: int) -> Tensor:
-    """Each query's logits for the keys of its band, ``table[..., i, m]`` for key ``i + m - D``.
-
-    Computed from :meth:`band_logits` over blocks of ``rows`` queries (window ``[s - D, e + D]``)
-    and read along the diagonals, so any encoder with a band works.
-
-    Returns:
-        ``(B, h, N, 2D + 1)``.
-    """
-    tokens, parts = q.shape[2], []
-    for start in range(0, tokens, rows):
-        end = min(tokens, start + rows)
-        logits = encoder.band_logits(q[:, :, start:end], pos, start, end, start - band, end + band + 1)  # (B, h, c, c + 2D + 1)
-        index = torch.arange(end - start, device=q.device)[:, None] + torch.arange(2 * band + 1, device=q.device)  # (c, 2D + 1)
-        parts.append(logits.gather(-1, index.expand(*logits.shape[:2], *index.shape)))
-    return torch.cat(parts, dim=2)
-
-
-def flex_band_attention(q: Tensor, k: Tensor, v: Tensor, table_logits: Tensor, band: int) -> Tensor:
-    """CUDA: attention with logits ``q.k + table_logits[..., i, clip(j - i) + D]`` in FlexAttention's kernel.
-
-    Args:
-        q, k, v: ``(B, h, N, d)``, q pre-scaled.
-        table_logits: ``(B, h, N, 2D + 1)`` from :func:`band_table`, gathered inside the kernel.
-
-    Returns:
-        ``(B, h, N, d)``.
-    """
-
-    def score_mod(score, b, h, q_idx, kv_idx):
-        return score + table_logits[b, h, q_idx, (kv_idx - q_idx).clamp(-band, band) + band]
-
-    return _compiled_flex()(q, k, v, score_mod=score_mod, scale=1.0)
-
-
-@functools.cache
-def _compiled_flex():
-    """FlexAttention compiled once: uncompiled, it runs an unfused reference implementation."""
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return torch.compile(flex_attention, dynamic=False)

@@ -29,6 +29,7 @@ Peak memory = growth of the process's peak RSS (CPU) or ``torch.cuda.max_memory_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -178,17 +179,186 @@ def networks(batch: int, rounds: int) -> None:
         print(row + f"{median['AA'] / median['plain']:>10.2f}{median['AA pytorch'] / median['plain']:>18.2f}", flush=True)
 
 
+# --- CUDA: one process, CUDA events; every implementation at the same shapes, bf16 autocast and fp32 ---
+
+# (kind, batch, size, precisions): training-sized batches (WRN-28-10 trains CIFAR at 128)
+CUDA_CASES = [("wrn", 128, 32, ("bf16", "fp32")), ("wrn", 32, 64, ("bf16",)), ("1d", 4, 16384, ("bf16",))]
+CUDA_IMPLS = ("ours", "sdpa", "blocked", "paper", "plain")
+
+
+@contextlib.contextmanager
+def cuda_path(impl: str):
+    """Force the core's path for one implementation: ``sdpa`` the factorized fused SDPA (FlexAttention
+    off), ``blocked`` query blocks with materialized logits; ``ours``/``paper``/``plain`` as they are."""
+    from aug_attn import attention
+
+    saved = {name: getattr(attention, name) for name in ("flex_supported", "factorized_is_faster", "banded_is_faster")}
+    if impl in ("sdpa", "blocked"):
+        attention.flex_supported = lambda *args: False
+    if impl == "blocked":
+        attention.factorized_is_faster = lambda *args: False
+        attention.banded_is_faster = lambda *args: False
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(attention, name, value)
+
+
+def cuda_time(step, warmup: int, steps: int) -> tuple[float, int]:
+    """Median seconds of ``steps`` calls after ``warmup`` (which compile), and the peak memory of one
+    call over what was allocated before it."""
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    times = []
+    for _ in range(steps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times), torch.cuda.max_memory_allocated() - before
+
+
+def cuda_attention(args) -> list[dict]:
+    """The attention table on CUDA; returns its rows."""
+    rows = []
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}; fwd+bwd; median of {args.steps} steps after {args.warmup} warm-up")
+    header = f"{'case':<20}{'prec':>6}" + "".join(f"{name + ' ms':>12}{name + ' MB':>11}" for name in CUDA_IMPLS)
+    header += f"{'ours/plain t':>14}{'paper/ours t':>14}{'ours/paper m':>14}{'sdpa/ours t':>13}{'blocked/ours t':>16}"
+    print(header)
+    print("-" * len(header))
+    wanted = set(args.only.split(",")) if args.only else None
+    for kind, batch, size, precisions in CUDA_CASES:
+        if wanted and f"{kind}{size}" not in wanted:
+            continue
+        tokens = size if kind == "1d" else size * size
+        for precision in precisions:
+            result: dict = {"case": f"{kind}{size}", "batch": batch, "tokens": tokens, "precision": precision}
+            for impl in CUDA_IMPLS:
+                if (impl == "sdpa" and kind == "1d") or (impl == "paper" and batch * 8 * tokens * tokens * 4 / 1e9 > args.naive_limit_gb):
+                    continue
+                with cuda_path(impl):
+                    forward = build(kind, batch, size, impl, "cuda")
+                    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+                    def step():
+                        with autocast:
+                            out = forward()
+                        out.float().square().mean().backward()
+
+                    try:
+                        seconds, peak = cuda_time(step, args.warmup, args.steps)
+                    except torch.cuda.OutOfMemoryError:
+                        seconds, peak = float("nan"), -1
+                    result[impl] = {"seconds": seconds, "peak_bytes": peak}
+                del forward
+                torch.cuda.empty_cache()
+            rows.append(result)
+            label = f"{kind} {size if kind == '1d' else f'{size}x{size}'} b{batch}"
+            line = f"{label:<20}{precision:>6}"
+            for impl in CUDA_IMPLS:
+                r = result.get(impl)
+                line += f"{r['seconds'] * 1e3:>12.2f}{r['peak_bytes'] / 2**20:>11.0f}" if r else f"{'-':>12}{'-':>11}"
+
+            def ratio(x: str, y: str, key: str = "seconds") -> str:
+                return f"{result[x][key] / max(result[y][key], 1e-12):.2f}" if x in result and y in result else "-"
+
+            line += f"{ratio('ours', 'plain'):>14}{ratio('paper', 'ours'):>14}{ratio('ours', 'paper', 'peak_bytes'):>14}"
+            line += f"{ratio('sdpa', 'ours'):>13}{ratio('blocked', 'ours'):>16}"
+            print(line, flush=True)
+    print("ours/plain t: cost of the relative logits over fused SDPA without them (the floor); paper/ours t > 1: ours faster")
+    return rows
+
+
+def cuda_networks(batch: int, steps: int, warmup: int) -> list[dict]:
+    """Train steps (fwd+bwd+SGD, bf16 autocast) of AA-WRN-28-10 vs WRN-28-10 on CIFAR-sized input,
+    and RISurConv (the paper's configuration, 1024 points with normals) clouds per second."""
+    import torch.nn.functional as F
+
+    from aug_attn.models import RISurConvClassifier, wrn28_10
+
+    rows = []
+    torch.manual_seed(0)
+    x, y = torch.randn(batch, 3, 32, 32, device="cuda"), torch.randint(0, 100, (batch,), device="cuda")
+    print(f"\ntrain step (fwd+bwd+SGD, bf16 autocast), batch {batch}, 32x32, median of {steps} steps after {warmup} warm-up")
+    times = {}
+    for name, attention in (("WRN-28-10", False), ("AA-WRN-28-10", True)):
+        model = wrn28_10(100, attention).cuda()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        times[name] = cuda_time(step, warmup, steps)
+        print(f"{name:<14}{times[name][0] * 1e3:>10.1f} ms{times[name][1] / 2**30:>8.2f} GiB  {batch / times[name][0]:>8.0f} images/s", flush=True)
+        rows.append({"net": name, "batch": batch, "seconds": times[name][0], "peak_bytes": times[name][1]})
+        del model, optimizer
+        torch.cuda.empty_cache()
+    print(f"AA-WRN-28-10 / WRN-28-10 step time: {times['AA-WRN-28-10'][0] / times['WRN-28-10'][0]:.2f}")
+
+    clouds = 32
+    model = RISurConvClassifier(40).cuda()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    pos = torch.randn(clouds, 1024, 3, device="cuda")
+    normal = F.normalize(torch.randn(clouds, 1024, 3, device="cuda"), dim=-1)
+    labels = torch.randint(0, 40, (clouds,), device="cuda")
+
+    def train_step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(pos, normal), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def infer_step():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            model(pos, normal)
+
+    model.train()
+    train = cuda_time(train_step, warmup, steps)
+    model.eval()
+    infer = cuda_time(infer_step, warmup, steps)
+    print(f"RISurConv (paper config, 1024 points, batch {clouds}, bf16): train {clouds / train[0]:.0f} clouds/s "
+          f"({train[1] / 2**30:.2f} GiB), inference {clouds / infer[0]:.0f} clouds/s")  # fmt: skip
+    rows.append({"net": "RISurConv", "batch": clouds, "train_seconds": train[0], "train_peak_bytes": train[1], "infer_seconds": infer[0]})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=1, help="timed steps per run after the first (0: time the first step)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs of every implementation")
-    parser.add_argument("--naive-limit-gb", type=float, default=3.0, help="skip the paper baseline above this logits size")
+    parser.add_argument("--naive-limit-gb", type=float, help="skip the paper baseline above this logits size (default 3 on the CPU, 24 on CUDA)")
     parser.add_argument("--skip", default="", help="comma-separated implementations to leave out, e.g. blocked")
     parser.add_argument("--only", help="comma-separated case names to run, e.g. 2d16,wrn32,1d1024")
     parser.add_argument("--networks", type=int, metavar="BATCH", help="instead: AA-WRN-28-10 / AA-ResNet-50 train steps vs plain")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "BATCH", "SIZE", "IMPL"), help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=10, help="CUDA: timed steps per implementation")
+    parser.add_argument("--warmup", type=int, default=3, help="CUDA: untimed steps first (FlexAttention compiles in them)")
+    parser.add_argument("--json", help="CUDA: also write the rows to this JSON file")
     args = parser.parse_args()
+    if args.naive_limit_gb is None:
+        args.naive_limit_gb = 24.0 if args.device == "cuda" else 3.0
+    if args.device == "cuda" and not args.child:
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device here")
+        results = {"attention": [] if args.networks else cuda_attention(args)}
+        if args.networks or not args.only:
+            results["networks"] = cuda_networks(args.networks or 128, args.steps, args.warmup)
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump({"torch": torch.__version__, "device": torch.cuda.get_device_name(), **results}, handle, indent=2)
+        return
     if args.child:
         kind, batch, size, impl = args.child
         print(json.dumps(run_one(kind, int(batch), int(size), impl, args.device, args.repeats)))

@@ -13,7 +13,7 @@ import torch
 
 from aug_attn import attention
 from aug_attn.attention import fused_attention, relative_attention
-from aug_attn.banded import band_table, flex_band_attention
+from aug_attn.flex import band_table, flex_band_attention, flex_grid_attention
 from aug_attn.functional import grid_one_hot, relative_logits_2d_factors, relative_logits_2d_rows
 from aug_attn.layers import AAConv1d, AAConv2d
 from aug_attn.native import native_kernels
@@ -341,3 +341,17 @@ def test_tiled_rule_and_fallbacks(monkeypatch):
     relative_attention(q, k, v, encoder, (32, 32), mask, factorize=True)
     relative_attention(q, k, v, encoder, (32, 32), dropout_p=0.1, factorize=True)
     assert calls == []
+
+
+def test_flex_grid_kernel_forward_on_cpu_equals_reference():
+    """The 2D score_mod of the CUDA grid path (two factor lookups per score), checked where this
+    machine can: FlexAttention's CPU forward. WRN-28-10's depths (d_k = 20, d_v = 2) are padded."""
+    torch.manual_seed(0)
+    encoder = RelativePositionEncoder2d(20, 2, 3)
+    q, k = (torch.randn(2, 2, 35, 20) for _ in range(2))
+    v = torch.randn(2, 2, 35, 2)
+    with torch.no_grad():
+        scaled = q * 20**-0.5
+        q_aug, _ = encoder.factorized(scaled, (5, 7))
+        out = flex_grid_attention(scaled, k, v, q_aug, (5, 7))
+        torch.testing.assert_close(out, reference_attention(q, k, v, encoder(scaled, (5, 7), 0, 35)))
