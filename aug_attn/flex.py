@@ -143,8 +143,12 @@ def flex_grid_attention(q: Tensor, k: Tensor, v: Tensor, q_aug: Tensor, grid: tu
     if q_aug.shape[-1] != height + width or q_aug.shape[2] != height * width:
         raise ValueError(f"grid factors {tuple(q_aug.shape)} do not fit a {height}x{width} grid")
 
+    # Two tensors, each read once per score: FlexAttention's backward cannot take the gradient of a
+    # tensor that a score_mod indexes twice (torch 2.11).
+    rows, cols = q_aug[..., :height].contiguous(), q_aug[..., height:].contiguous()  # (B, h, N, H), (B, h, N, W)
+
     def score_mod(score, b, h, q_idx, kv_idx):
-        return score + q_aug[b, h, q_idx, kv_idx // width] + q_aug[b, h, q_idx, height + kv_idx % width]
+        return score + rows[b, h, q_idx, kv_idx // width] + cols[b, h, q_idx, kv_idx % width]
 
     return _flex(q, k, v, score_mod, dtype)
 

@@ -253,9 +253,10 @@ def cuda_attention(args) -> list[dict]:
 
                     try:
                         seconds, peak = cuda_time(step, args.warmup, args.steps)
-                    except torch.cuda.OutOfMemoryError:
-                        seconds, peak = float("nan"), -1
-                    result[impl] = {"seconds": seconds, "peak_bytes": peak}
+                        result[impl] = {"seconds": seconds, "peak_bytes": peak}
+                    except Exception as error:  # one failing path must not hide the others' numbers
+                        result.setdefault("errors", {})[impl] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                        print(f"{kind}{size} {precision} {impl} failed: {result['errors'][impl]}", flush=True)
                 del forward
                 torch.cuda.empty_cache()
             rows.append(result)
@@ -278,11 +279,23 @@ def cuda_attention(args) -> list[dict]:
 def cuda_networks(batch: int, steps: int, warmup: int) -> list[dict]:
     """Train steps (fwd+bwd+SGD, bf16 autocast) of AA-WRN-28-10 vs WRN-28-10 on CIFAR-sized input,
     and RISurConv (the paper's configuration, 1024 points with normals) clouds per second."""
+    rows: list[dict] = []
+    try:
+        _cuda_wrn(batch, steps, warmup, rows)
+    except Exception as error:
+        print(f"WRN-28-10 train steps failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}", flush=True)
+    try:
+        _cuda_risurconv(steps, warmup, rows)
+    except Exception as error:
+        print(f"RISurConv steps failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}", flush=True)
+    return rows
+
+
+def _cuda_wrn(batch: int, steps: int, warmup: int, rows: list[dict]) -> None:
     import torch.nn.functional as F
 
-    from aug_attn.models import RISurConvClassifier, wrn28_10
+    from aug_attn.models import wrn28_10
 
-    rows = []
     torch.manual_seed(0)
     x, y = torch.randn(batch, 3, 32, 32, device="cuda"), torch.randint(0, 100, (batch,), device="cuda")
     print(f"\ntrain step (fwd+bwd+SGD, bf16 autocast), batch {batch}, 32x32, median of {steps} steps after {warmup} warm-up")
@@ -304,6 +317,12 @@ def cuda_networks(batch: int, steps: int, warmup: int) -> list[dict]:
         del model, optimizer
         torch.cuda.empty_cache()
     print(f"AA-WRN-28-10 / WRN-28-10 step time: {times['AA-WRN-28-10'][0] / times['WRN-28-10'][0]:.2f}")
+
+
+def _cuda_risurconv(steps: int, warmup: int, rows: list[dict]) -> None:
+    import torch.nn.functional as F
+
+    from aug_attn.models import RISurConvClassifier
 
     clouds = 32
     model = RISurConvClassifier(40).cuda()
@@ -330,7 +349,6 @@ def cuda_networks(batch: int, steps: int, warmup: int) -> list[dict]:
     print(f"RISurConv (paper config, 1024 points, batch {clouds}, bf16): train {clouds / train[0]:.0f} clouds/s "
           f"({train[1] / 2**30:.2f} GiB), inference {clouds / infer[0]:.0f} clouds/s")  # fmt: skip
     rows.append({"net": "RISurConv", "batch": clouds, "train_seconds": train[0], "train_peak_bytes": train[1], "infer_seconds": infer[0]})
-    return rows
 
 
 def main() -> None:

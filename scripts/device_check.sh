@@ -9,7 +9,8 @@
 #   4. a report, report.md + report.json, with the logs, under $OUT (default ./device_check_out).
 # Without CUDA it writes a report saying so and exits 0. PHASES (default "tests bench") picks phases;
 # each phase runs under its own time limit (TESTS_LIMIT, BENCH_LIMIT seconds), so a hang still
-# leaves a report.
+# leaves a report. A rerun can narrow phase 2: TESTS_K (a pytest -k expression) and RECIPES (the
+# recipes to train, space-separated; "none" for none).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/device_check_out}"
@@ -62,7 +63,9 @@ if [[ " $PHASES " == *" tests "* ]]; then
     log "tests + training: start (limit $TESTS_LIMIT s)"
     workers=()
     "$PYTHON" -c "import xdist" 2>/dev/null && workers=(-n 6)
-    timeout "$TESTS_LIMIT" "$PYTHON" -m pytest -q -rs "${workers[@]}" tests/test_cuda.py -o junit_family=legacy \
+    selection=()
+    [ -n "${TESTS_K:-}" ] && selection=(-k "$TESTS_K")
+    timeout "$TESTS_LIMIT" "$PYTHON" -m pytest -q -rs "${workers[@]}" "${selection[@]}" tests/test_cuda.py -o junit_family=legacy \
         --junitxml="$OUT/cuda_tests.xml" -p no:cacheprovider >"$OUT/tests.log" 2>&1 &
     tests_pid=$!
     # recipe -> overrides: smaller sets and fewer epochs than the CPU defaults, bf16-mixed on the GPU.
@@ -74,8 +77,10 @@ if [[ " $PHASES " == *" tests "* ]]; then
         [risurconv_synthetic]="--data.num_train 700 --data.num_test 350 --trainer.max_epochs 4"
         [pointnet2_synthetic]="--data.num_train 700 --data.num_test 350 --trainer.max_epochs 4"
     )
+    recipes="${RECIPES:-${!overrides[*]}}"
+    [ "$recipes" = none ] && recipes=""
     train_pids=()
-    for recipe in "${!overrides[@]}"; do
+    for recipe in $recipes; do
         # shellcheck disable=SC2086
         (cd "$work" && OMP_NUM_THREADS=2 timeout "$TESTS_LIMIT" "$PYTHON" -m aug_attn_tasks.cli train "$recipe" \
             --trainer.accelerator gpu --trainer.devices 1 --trainer.precision bf16-mixed --trainer.enable_progress_bar false \
@@ -84,8 +89,12 @@ if [[ " $PHASES " == *" tests "* ]]; then
     done
     wait "$tests_pid"; log "tests: exit $?"
     for pid in "${train_pids[@]}"; do wait "$pid"; done
-    for recipe in "${!overrides[@]}"; do
-        { echo "=== $recipe: ${overrides[$recipe]}"; tail -n 40 "$work/train_$recipe.log"; } >>"$OUT/train.log"
+    for recipe in $recipes; do
+        {
+            echo "=== $recipe: ${overrides[$recipe]}"
+            grep -E "Initializing distributed|distributed_backend|Automatic Mixed Precision|GPU available" "$work/train_$recipe.log"
+            tail -n 30 "$work/train_$recipe.log"
+        } >>"$OUT/train.log"
     done
     log "training: done"
 fi
@@ -93,7 +102,7 @@ fi
 # 3. The benchmark, alone on the GPU.
 if [[ " $PHASES " == *" bench "* ]]; then
     log "benchmark: start (limit $BENCH_LIMIT s)"
-    timeout "$BENCH_LIMIT" "$PYTHON" scripts/bench_attention.py --device cuda --json "$OUT/bench.json" >"$OUT/bench.log" 2>&1
+    timeout "$BENCH_LIMIT" "$PYTHON" scripts/bench_attention.py --device cuda --steps "${BENCH_STEPS:-5}" --warmup 2 --json "$OUT/bench.json" >"$OUT/bench.log" 2>&1
     log "benchmark: exit $?"
 fi
 

