@@ -65,10 +65,10 @@ def paper_attention(module, tokens: torch.Tensor, kind: str, size: int) -> torch
     q = q * (module.dk // module.num_heads) ** -0.5
     enc = module.encoder
     if kind == "1d":
-        rel = relative_table(enc.rel, relative_offsets(0, size, size, enc.max_distance))
+        rel = relative_table(enc.rel, relative_offsets(0, size, size, enc.max_distance, q.device))
         logits = q @ k.transpose(-1, -2) + relative_logits_1d(q, rel)
     else:
-        rows = relative_offsets(0, size, size, enc.max_distance)
+        rows = relative_offsets(0, size, size, enc.max_distance, q.device)
         rel_h, rel_w = relative_table(enc.rel_h, rows), relative_table(enc.rel_w, rows)
         logits = q @ k.transpose(-1, -2) + relative_logits_2d(q, rel_h, rel_w, size, size)
     return module.proj(merge_heads(logits.softmax(-1) @ v))
@@ -233,6 +233,7 @@ def cuda_attention(args) -> list[dict]:
     print(header)
     print("-" * len(header))
     wanted = set(args.only.split(",")) if args.only else None
+    impls = set(args.impls.split(",")) if args.impls else set(CUDA_IMPLS)
     for kind, batch, size, precisions in CUDA_CASES:
         if wanted and f"{kind}{size}" not in wanted:
             continue
@@ -240,7 +241,7 @@ def cuda_attention(args) -> list[dict]:
         for precision in precisions:
             result: dict = {"case": f"{kind}{size}", "batch": batch, "tokens": tokens, "precision": precision}
             for impl in CUDA_IMPLS:
-                if (impl == "sdpa" and kind == "1d") or (impl == "paper" and batch * 8 * tokens * tokens * 4 / 1e9 > args.naive_limit_gb):
+                if impl not in impls or (impl == "sdpa" and kind == "1d") or (impl == "paper" and batch * 8 * tokens * tokens * 4 / 1e9 > args.naive_limit_gb):
                     continue
                 with cuda_path(impl):
                     forward = build(kind, batch, size, impl, "cuda")
@@ -364,6 +365,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="CUDA: timed steps per implementation")
     parser.add_argument("--warmup", type=int, default=3, help="CUDA: untimed steps first (FlexAttention compiles in them)")
     parser.add_argument("--json", help="CUDA: also write the rows to this JSON file")
+    parser.add_argument("--impls", help=f"CUDA: comma-separated implementations to run (default all: {','.join(CUDA_IMPLS)})")
     args = parser.parse_args()
     if args.naive_limit_gb is None:
         args.naive_limit_gb = 24.0 if args.device == "cuda" else 3.0

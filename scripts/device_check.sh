@@ -10,7 +10,8 @@
 # Without CUDA it writes a report saying so and exits 0. PHASES (default "tests bench") picks phases;
 # each phase runs under its own time limit (TESTS_LIMIT, BENCH_LIMIT seconds), so a hang still
 # leaves a report. A rerun can narrow phase 2: TESTS_K (a pytest -k expression) and RECIPES (the
-# recipes to train, space-separated; "none" for none).
+# recipes to train, space-separated; "none" for none), and the benchmark: BENCH_ARGS (extra
+# arguments, e.g. "--only wrn32 --impls ours,paper,plain").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/device_check_out}"
@@ -62,7 +63,9 @@ export PYTHONUNBUFFERED=1 AUG_ATTN_CACHE_DIR="$work/cache"
 if [[ " $PHASES " == *" tests "* ]]; then
     log "tests + training: start (limit $TESTS_LIMIT s)"
     workers=()
-    "$PYTHON" -c "import xdist" 2>/dev/null && workers=(-n 6)
+    "$PYTHON" -c "import xdist" 2>/dev/null && workers=(-n "${TESTS_WORKERS:-6}")
+    # pytest-timeout: a test stuck compiling fails alone, and the JUnit XML is still written
+    "$PYTHON" -c "import pytest_timeout" 2>/dev/null && workers+=(--timeout "$((TESTS_LIMIT - 25))")
     selection=()
     [ -n "${TESTS_K:-}" ] && selection=(-k "$TESTS_K")
     timeout "$TESTS_LIMIT" "$PYTHON" -m pytest -q -rs "${workers[@]}" "${selection[@]}" tests/test_cuda.py -o junit_family=legacy \
@@ -102,7 +105,9 @@ fi
 # 3. The benchmark, alone on the GPU.
 if [[ " $PHASES " == *" bench "* ]]; then
     log "benchmark: start (limit $BENCH_LIMIT s)"
-    timeout "$BENCH_LIMIT" "$PYTHON" scripts/bench_attention.py --device cuda --steps "${BENCH_STEPS:-5}" --warmup 2 --json "$OUT/bench.json" >"$OUT/bench.log" 2>&1
+    # shellcheck disable=SC2086
+    timeout "$BENCH_LIMIT" "$PYTHON" scripts/bench_attention.py --device cuda --steps "${BENCH_STEPS:-5}" --warmup 2 \
+        --json "$OUT/bench.json" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
     log "benchmark: exit $?"
 fi
 
