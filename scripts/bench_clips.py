@@ -1,20 +1,35 @@
-"""Train the clip recipes on one dataset with several seeds and tabulate accuracy and time.
+"""Train the clip recipes on one dataset (or on speaker folds) with several seeds; tabulate accuracy and time.
 
 Each run is ``python -m aug_attn_tasks.cli train CONFIG --data.layout LAYOUT --data.root ROOT --seed S``
 in its own process with ``OMP_NUM_THREADS=--threads``; ``--jobs`` runs go at once. Recorded per run:
 validation accuracy of the tested checkpoint (the best by validation), test accuracy, CPU time
 (user + system of the run's process) and wall time. Appends one TSV row per run to ``--out``.
 
-Usage (the development benchmark of the README)::
+**Speaker folds** (``--speakers DIR``, real people: leave-one-speaker-out). ``DIR/recordings/`` holds
+``{label}_{speaker}_{take}.wav`` (the Free Spoken Digit Dataset's layout, e.g.
+``../shared/data/fsdd5.tar.gz``). Fold ``k`` tests on the ``k``-th speaker (sorted by name),
+validates on the next one and trains on the others; its split is written as ``DIR/fold{k}.csv``
+(the toolkit's ``csv`` layout) and every run of the fold reads it. ``--folds`` picks folds.
+**``--hide-test``** is for tuning: the test speaker is left out of the fold's CSV altogether (never
+decoded, never scored) and the runs' "test" split is a copy of the validation speaker
+(``DIR/valcopy/``, symbolic links), so no test number exists to be seen; the table says ``hidden``.
 
+The config ``textbook`` runs ``scripts/textbook_baseline.py`` on the same CSV (a plain torch loop
+outside the toolkit, the calibration every recipe is read against); it takes no overrides.
+
+Usage (the development benchmarks of the README)::
+
+    python scripts/bench_clips.py --speakers /work/data/fsdd5 --folds 0 1 2 --seeds 0 1 --jobs 2 \
+        --configs textbook plaincnn_clips samplecnn_clips muslcat_clips --out bench_speakers.tsv
     python scripts/make_spoken_digits.py --out /work/data/espeak_digits
     python scripts/bench_clips.py --root /work/data/espeak_digits --seeds 0 1 --jobs 3 \
         --configs muslcat_clips samplecnn_clips plaincnn_clips --out bench_clips.tsv
 
-Extra arguments after ``--`` go to every run (e.g. ``-- --trainer.max_epochs 5``). At the end it
-prints each config's mean and spread over the seeds, with CPU time as a ratio to ``--baseline``
-(``--summarize TSV`` prints that table for the rows of an earlier run). A failed run is reported
-and counted (exit 1) without losing the rows of the others.
+Extra arguments after ``--`` go to every toolkit run (e.g. ``-- --trainer.max_epochs 5``);
+``--tag`` names such a variant in the table (``config[tag]``). At the end it prints each config's
+mean and spread over folds and seeds, with CPU time as a ratio to ``--baseline`` (``--summarize
+TSV`` prints that table for the rows of an earlier run). A failed run is reported and counted
+(exit 1) without losing the rows of the others.
 """
 
 from __future__ import annotations
@@ -30,17 +45,57 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-FIELDS = ("config", "seed", "val_accuracy", "test_accuracy", "test_macro_accuracy", "cpu_s", "wall_s", "run_dir", "extra")
+FIELDS = ("config", "fold", "seed", "val_accuracy", "test_accuracy", "test_macro_accuracy", "cpu_s", "wall_s", "run_dir", "extra")
+HIDDEN = "hidden"
 
 
-def _run(config: str, seed: int, args: argparse.Namespace, extra: list[str]) -> dict[str, object]:
-    out_dir = Path(args.runs).resolve() / f"seed{seed}"
-    command = [
-        sys.executable, "-m", "aug_attn_tasks.cli", "train", config, "--data.layout", args.layout, "--data.root", args.root,
-        "--seed", str(seed), "--output.dir", str(out_dir), "--trainer.enable_progress_bar", "false", *extra,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    log = out_dir / f"{config}.log"
+def _speakers(root: Path) -> dict[str, list[Path]]:
+    """Recordings per speaker of ``root/recordings/{label}_{speaker}_{take}.wav``."""
+    folder = root / "recordings"
+    files = sorted(folder.glob("*.wav")) if folder.is_dir() else []
+    if not files:
+        raise SystemExit(f"--speakers {root}: no recordings/{{label}}_{{speaker}}_{{take}}.wav files")
+    speakers: dict[str, list[Path]] = {}
+    for path in files:
+        parts = path.stem.split("_")
+        if len(parts) != 3:
+            raise SystemExit(f"{path}: not named {{label}}_{{speaker}}_{{take}}.wav")
+        speakers.setdefault(parts[1], []).append(path)
+    if len(speakers) < 3:
+        raise SystemExit(f"--speakers {root}: {len(speakers)} speakers; folds need at least 3 (train, valid, test)")
+    return speakers
+
+
+def write_fold(root: Path, fold: int, hide_test: bool) -> Path:
+    """The csv-layout split of speaker fold ``fold`` (module docstring); returns the CSV's path."""
+    speakers = _speakers(root)
+    names = sorted(speakers)
+    test, valid = names[fold % len(names)], names[(fold + 1) % len(names)]
+    rows = []
+    for speaker in names:
+        split = "test" if speaker == test else "valid" if speaker == valid else "train"
+        if split == "test" and hide_test:
+            continue
+        rows += [(f"recordings/{p.name}", p.stem.split("_")[0], split, speaker) for p in speakers[speaker]]
+    if hide_test:  # the validation speaker again, under other names, as the "test" split
+        copies = root / "valcopy"
+        copies.mkdir(exist_ok=True)
+        for path in speakers[valid]:
+            link = copies / path.name
+            if not link.exists():
+                link.symlink_to(Path("..") / "recordings" / path.name)
+            rows.append((f"valcopy/{path.name}", path.stem.split("_")[0], "test", valid))
+    csv_path = root / f"fold{fold}{'-hidden' if hide_test else ''}.csv"
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split", "speaker"])
+        writer.writerows(rows)
+    return csv_path
+
+
+def _timed(command: list[str], log: Path, threads: int) -> tuple[str, float, float]:
+    """Run ``command`` under ``/usr/bin/time``: (its output, its own user + system seconds, wall seconds)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     with open(log, "w") as handle:
@@ -49,17 +104,45 @@ def _run(config: str, seed: int, args: argparse.Namespace, extra: list[str]) -> 
     wall = time.time() - start
     text = log.read_text()
     if done.returncode != 0:
-        raise RuntimeError(f"{config} seed {seed} failed (exit {done.returncode}); see {log}")
+        raise RuntimeError(f"exit {done.returncode}; see {log}")
     user, system = (float(v) for v in text.rsplit("CPU ", 1)[1].split()[:2])
-    tested = next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("tested checkpoint"))
-    run_dir = Path(tested).parent.parent
-    test = json.loads((run_dir / "test_metrics.json").read_text())
-    val = _best_validation(run_dir / "metrics.csv")
-    return {
-        "config": config, "seed": seed, "val_accuracy": f"{val:.4f}", "test_accuracy": f"{test['test/accuracy']:.4f}",
-        "test_macro_accuracy": f"{test['test/macro_accuracy']:.4f}", "cpu_s": f"{user + system:.0f}", "wall_s": f"{wall:.0f}",
-        "run_dir": str(run_dir), "extra": " ".join(extra),
-    }  # fmt: skip
+    return text, user + system, wall
+
+
+def _run(config: str, fold: int | None, seed: int, args: argparse.Namespace, extra: list[str]) -> dict[str, object]:
+    out_dir = Path(args.runs).resolve() / (f"fold{fold}" if fold is not None else "") / f"seed{seed}"
+    log = out_dir / f"{config}{'-' + args.tag if args.tag else ''}.log"
+    hidden = args.hide_test
+    label = f"{config}[{args.tag}]" if args.tag else config
+    row: dict[str, object] = {"config": label, "fold": "" if fold is None else fold, "seed": seed, "extra": " ".join(extra)}
+    if config == "textbook":
+        csv_path = write_fold(Path(args.speakers), fold, hidden) if fold is not None else Path(args.root)
+        script = Path(__file__).with_name("textbook_baseline.py")
+        text, cpu, wall = _timed([sys.executable, str(script), "--csv", str(csv_path), "--seed", str(seed)], log, args.threads)
+        result = json.loads(text.strip().splitlines()[-2])  # the JSON line, before /usr/bin/time's
+        test, macro, val = result["test_accuracy"], None, result["val_accuracy"]
+        row.update(run_dir=str(log), extra="")
+    else:
+        data = ["--data.layout", "csv", "--data.csv", str(write_fold(Path(args.speakers), fold, hidden))] if fold is not None else [
+            "--data.layout", args.layout, "--data.root", args.root]  # fmt: skip
+        command = [
+            sys.executable, "-m", "aug_attn_tasks.cli", "train", config, *data,
+            "--seed", str(seed), "--output.dir", str(out_dir), "--trainer.enable_progress_bar", "false", *extra,
+        ]  # fmt: skip
+        text, cpu, wall = _timed(command, log, args.threads)
+        tested = next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("tested checkpoint"))
+        run_dir = Path(tested).parent.parent
+        metrics = json.loads((run_dir / "test_metrics.json").read_text())
+        test, macro, val = metrics["test/accuracy"], metrics["test/macro_accuracy"], _best_validation(run_dir / "metrics.csv")
+        row["run_dir"] = str(run_dir)
+    row.update(
+        val_accuracy=f"{val:.4f}",
+        test_accuracy=HIDDEN if hidden else f"{test:.4f}",
+        test_macro_accuracy=HIDDEN if hidden or macro is None else f"{macro:.4f}",
+        cpu_s=f"{cpu:.0f}",
+        wall_s=f"{wall:.0f}",
+    )
+    return row
 
 
 def _best_validation(metrics_csv: Path) -> float:
@@ -74,7 +157,11 @@ def main() -> None:
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", help="the dataset (required unless --summarize)")
+    parser.add_argument("--root", help="the dataset (one of --root, --speakers unless --summarize)")
+    parser.add_argument("--speakers", help="a {label}_{speaker}_{take}.wav recordings folder's parent: leave-one-speaker-out folds")
+    parser.add_argument("--folds", nargs="+", type=int, help="with --speakers: the folds to run (default all)")
+    parser.add_argument("--hide-test", action="store_true", help="with --speakers: tuning runs, the test speaker left out (module docstring)")
+    parser.add_argument("--tag", default="", help="a name for this variant (e.g. the overrides after --), shown as config[tag]")
     parser.add_argument("--layout", default="speech_commands")
     parser.add_argument("--configs", nargs="+", default=["muslcat_clips", "samplecnn_clips", "plaincnn_clips"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -82,16 +169,30 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", default="runs/bench_clips")
     parser.add_argument("--out", default="bench_clips.tsv")
-    parser.add_argument("--baseline", default="plaincnn_clips", help="the config CPU time is compared against")
+    parser.add_argument("--baseline", default="plaincnn_clips", help="the config CPU time is compared against (textbook with --speakers)")
     parser.add_argument("--summarize", metavar="TSV", help="only print the summary of the rows of an earlier --out")
     args = parser.parse_args(argv)
     if args.summarize:
         with open(args.summarize, newline="") as handle:
             print(summary(list(csv.DictReader(handle, delimiter="\t")), baseline=args.baseline))
         return
-    if not args.root:
-        parser.error("--root is required")
-    jobs = [(config, seed) for seed in args.seeds for config in args.configs]
+    if bool(args.root) == bool(args.speakers):
+        parser.error("give one of --root and --speakers")
+    if args.hide_test and not args.speakers:
+        parser.error("--hide-test needs --speakers")
+    if "textbook" in args.configs and not args.speakers:
+        parser.error("the textbook baseline runs on --speakers folds")
+    folds: list[int | None] = [None]
+    if args.speakers:
+        count = len(_speakers(Path(args.speakers)))
+        folds = args.folds if args.folds is not None else list(range(count))
+        if any(not 0 <= f < count for f in folds):
+            parser.error(f"--folds: {count} speakers give folds 0-{count - 1}")
+        if args.baseline == "plaincnn_clips" and "textbook" in args.configs:
+            args.baseline = "textbook"
+        for fold in folds:  # written once here, before the parallel runs read them
+            write_fold(Path(args.speakers), fold, args.hide_test)
+    jobs = [(config, fold, seed) for fold in folds for seed in args.seeds for config in args.configs]
     new = not Path(args.out).is_file()
     rows, failed = [], []
     with ThreadPoolExecutor(args.jobs) as pool, open(args.out, "a", newline="") as handle:
@@ -99,38 +200,42 @@ def main() -> None:
         if new:
             writer.writeheader()
         futures = [(job, pool.submit(_run, *job, args, extra)) for job in jobs]
-        for (config, seed), future in futures:  # a failed run is reported and the others still land
+        for (config, fold, seed), future in futures:  # a failed run is reported and the others still land
             try:
                 row = future.result()
             except Exception as error:  # noqa: BLE001 (any failure of one run: named, counted, not fatal)
-                failed.append(f"{config} seed {seed}: {error}")
-                print(f"FAILED {config} seed {seed}: {error}", file=sys.stderr, flush=True)
+                failed.append(f"{config} fold {fold} seed {seed}: {error}")
+                print(f"FAILED {config} fold {fold} seed {seed}: {error}", file=sys.stderr, flush=True)
                 continue
             rows.append(row)
             writer.writerow(row)
             handle.flush()
-            print("\t".join(str(row[f]) for f in FIELDS[:7]), flush=True)
+            print("\t".join(str(row[f]) for f in FIELDS[:8]), flush=True)
     print(summary(rows, baseline=args.baseline))
     if failed:
         raise SystemExit(f"{len(failed)} of {len(jobs)} runs failed:\n" + "\n".join(failed))
 
 
+def _mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.4f} +- {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
+
+
 def summary(rows: list[dict[str, object]], baseline: str) -> str:
-    """Mean and spread over seeds per config, with CPU time as a ratio to ``baseline``'s."""
+    """Mean and spread over folds and seeds per config, with CPU time as a ratio to ``baseline``'s."""
     by_config: dict[str, list[dict[str, object]]] = {}
     for row in rows:
         by_config.setdefault(str(row["config"]), []).append(row)
     base = by_config.get(baseline)
     base_cpu = statistics.mean(float(r["cpu_s"]) for r in base) if base else None
-    lines = ["config\tseeds\tval_accuracy\ttest_accuracy (mean +- sd)\tcpu_s\tcpu / " + baseline]
+    lines = [f"config\truns (fold/seed)\tval_accuracy (mean +- sd)\ttest_accuracy (mean +- sd)\tcpu_s\tcpu / {baseline}"]
     for config, group in by_config.items():
-        test = [float(r["test_accuracy"]) for r in group]
-        val = statistics.mean(float(r["val_accuracy"]) for r in group)
+        tests = [str(r["test_accuracy"]) for r in group]
+        test = HIDDEN if HIDDEN in tests else _mean_sd([float(t) for t in tests])
+        val = _mean_sd([float(r["val_accuracy"]) for r in group])
         cpu = statistics.mean(float(r["cpu_s"]) for r in group)
-        spread = statistics.stdev(test) if len(test) > 1 else 0.0
         ratio = f"{cpu / base_cpu:.2f}" if base_cpu else "-"
-        seeds = ",".join(str(r["seed"]) for r in group)
-        lines.append(f"{config}\t{seeds}\t{val:.4f}\t{statistics.mean(test):.4f} +- {spread:.4f}\t{cpu:.0f}\t{ratio}")
+        runs = ",".join(f"{r.get('fold', '')}/{r['seed']}" if r.get("fold", "") != "" else str(r["seed"]) for r in group)
+        lines.append(f"{config}\t{runs}\t{val}\t{test}\t{cpu:.0f}\t{ratio}")
     return "\n".join(lines)
 
 
