@@ -100,6 +100,14 @@ def _checkpoints(config: dict[str, Any], resume: str | None, validate: bool = Tr
     return callbacks
 
 
+def _selection(config: dict[str, Any]) -> str:
+    """``checkpoint.select``: ``best`` (by ``checkpoint.monitor``, default) or ``last`` (the last epoch's)."""
+    select = config.get("checkpoint", {}).get("select", "best")
+    if select not in ("best", "last"):
+        raise ValueError(f"checkpoint.select={select!r}: expected best or last")
+    return select
+
+
 def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callback] | None = None) -> dict[str, float]:
     """Train with checkpointing of the best model by ``checkpoint.monitor``, then test that model.
 
@@ -112,6 +120,7 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     caller; end the script with ``torch.distributed.destroy_process_group()`` (the CLI does).
     """
     L.seed_everything(int(config.get("seed", 0)), workers=True)
+    _selection(config)  # a bad value fails before training, not after
     recipe = get_recipe(config["task"])
     data, module = recipe.build_data(config), recipe.build_module(config)
     validate = bool(getattr(data, "has_validation", True))
@@ -120,7 +129,9 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     trainer.fit(module, datamodule=data, ckpt_path=resume)
     # The callbacks come in order of preference: the best by validation (when there is validation),
     # the epoch-end last.ckpt, the step-wise one (a run resumed after its final step saves nothing new).
-    best = next((c.best_model_path for c in checkpoints if c.best_model_path), "")
+    # checkpoint.select: last tests the last epoch's model even when there is validation.
+    select = _selection(config)
+    best = next((c.best_model_path for c in checkpoints if c.best_model_path and (select == "best" or c.monitor is None)), "")
     if not best and resume:
         best = str(Path(resume).resolve())
     if not best:
@@ -132,7 +143,8 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
         (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
         recipe.report(metrics, config, run_dir)
         write_confusions(module, run_dir)
-        chosen = f"best by {checkpoints[0].monitor}" if validate else "last epoch, no validation set"
+        chosen = f"best by {checkpoints[0].monitor}" if validate and select == "best" else (
+            "last epoch, checkpoint.select: last" if validate else "last epoch, no validation set")  # fmt: skip
         print(f"tested checkpoint ({chosen}): {best}")
         command = recipe.inference_command(config) if hasattr(recipe, "inference_command") else None
         if command:
@@ -146,6 +158,7 @@ def evaluate(checkpoint: str, overrides: list[str] | None = None, out: str | Pat
     module, config = load_checkpoint(checkpoint)
     config = apply_overrides(config, overrides or [])
     L.seed_everything(int(config.get("seed", 0)), workers=True)
+    _selection(config)  # a bad value fails before training, not after
     recipe = get_recipe(config["task"])
     trainer = _trainer(config, [], False)
     metrics = trainer.test(module, datamodule=recipe.build_data(config), verbose=False)[0]

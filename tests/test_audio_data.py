@@ -54,7 +54,7 @@ def test_window_starts_and_padding():
     assert window_starts(100, 10, hop=40) == [0, 40, 80, 90]
     assert window_starts(5, 10, count=16) == [0] * 16  # short clip: one padded window position
     padded = fit_length(np.ones(5, dtype=np.float32), 8)
-    assert padded.tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
+    assert padded.tolist() == [0, 1, 1, 1, 1, 1, 0, 0]  # centred
     windows = chunk_windows(np.arange(100, dtype=np.float32), 10, count=16)
     assert windows.shape == (16, 10)
     assert windows[0, 0] == 0 and windows[-1, -1] == 99

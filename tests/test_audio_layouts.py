@@ -202,3 +202,60 @@ def test_clip_recipes_train_on_a_speech_commands_folder(recipe, tmp_path):
     assert f"[{recipe}] test accuracy:" in done.stdout, done.stdout[-2000:]
     run_dir = sorted((tmp_path / "runs" / recipe).glob("version_*"))[-1]  # the refused run took version_0
     assert (run_dir / "confusion_matrix.tsv").is_file() and (run_dir / "test_metrics.json").is_file()
+
+
+def _folder_at(root: Path, rates: dict[str, int]) -> None:
+    """A ``folder`` layout: two labels, files of each label at the given rate."""
+    for label, rate in rates.items():
+        for n in range(4):
+            _wav(root / label / f"{n}.wav", seconds=0.25, rate=rate)
+
+
+def test_native_sample_rate_keeps_the_files_rate_up_to_the_cap(tmp_path):
+    from aug_attn_tasks.audio.datasets import resolve_rate
+
+    _folder_at(tmp_path / "speech", {"zero": 8000, "one": 8000})
+    cfg = {"layout": "folder", "root": str(tmp_path / "speech"), "sample_rate": "native", "chunk_seconds": 0.5}
+    resolved = resolve_rate(cfg)
+    assert resolved["sample_rate"] == 8000 and resolved["chunk_samples"] == 4000 and "chunk_seconds" not in resolved
+    assert resolve_rate({**cfg, "max_sample_rate": 16000})["sample_rate"] == 8000  # a cap above: unchanged
+    assert resolve_rate({**cfg, "max_sample_rate": 4000})["sample_rate"] == 4000
+    _folder_at(tmp_path / "mixed", {"zero": 8000, "one": 22050})  # the highest rate: nothing is downsampled
+    assert resolve_rate({**cfg, "root": str(tmp_path / "mixed")})["sample_rate"] == 22050
+    data = AudioDataModule(cfg)
+    data.prepare_data()
+    data.setup()
+    assert (tmp_path / "speech" / "cache-8000hz").is_dir() and data.datasets["train"][0][0].shape == (4000,)
+    assert build_catalog(cfg).tags == ["one", "zero"]  # the cache folder is no label
+    with pytest.raises(ValueError, match="chunk_seconds and data.chunk_samples both given"):
+        resolve_rate({**cfg, "chunk_samples": 100})
+    with pytest.raises(ValueError, match=r"data.sample_rate='fast': expected a positive number of Hz or 'native'"):
+        resolve_rate({**cfg, "sample_rate": "fast"})
+    assert resolve_rate({"layout": "synthetic", "sample_rate": "native"})["sample_rate"] == 16000
+
+
+def test_native_rate_training_stores_the_rate_and_tests_the_last_epoch(tmp_path, capsys):
+    """``--data.sample_rate native`` through the CLI: the checkpoint's config holds the number, so
+    inference decodes at it; ``checkpoint.select: last`` tests last.ckpt although validation exists."""
+    import json
+
+    import torch
+
+    from aug_attn_tasks.cli import main
+
+    _folder_at(tmp_path / "speech", {"zero": 8000, "one": 8000})
+    args = [
+        "train", "plaincnn_clips", "--data.layout", "folder", "--data.root", str(tmp_path / "speech"), "--data.sample_rate", "native",
+        "--data.chunk_samples", "null", "--data.chunk_seconds", "0.6", "--data.batch_size", "2", "--data.valid_fraction", "0.25",
+        "--data.test_fraction", "0.25", "--model.channels", "[4, 4, 4]", "--trainer.max_epochs", "2", "--optim.warmup_epochs", "0",
+        "--checkpoint.select", "last", "--output.dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    assert main(args) == 0
+    run = next((tmp_path / "runs").rglob("test_metrics.json")).parent
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    data = state["hyper_parameters"]["config"]["data"]
+    assert data["sample_rate"] == 8000 and data["chunk_samples"] == 4800
+    assert json.loads((run / "test_metrics.json").read_text())
+    assert "tested checkpoint (last epoch, checkpoint.select: last)" in capsys.readouterr().out
+    assert main([*args[:-6], "--checkpoint.select", "first", *args[-4:]]) == 2
+    assert "checkpoint.select='first': expected best or last" in capsys.readouterr().err

@@ -7,6 +7,7 @@ the ``data`` config section into a :class:`Catalog`; the helpers here are the pi
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "audio_files",
     "audio_root",
     "default_cache_dir",
+    "is_cache_folder",
 ]
 
 # .au: GTZAN's original release; libsndfile reads it like the others.
@@ -96,5 +98,13 @@ def audio_root(cfg: dict[str, Any]) -> Path:
 
 
 def default_cache_dir(cfg: dict[str, Any]) -> Path:
-    """``<audio root>/cache-<sample rate>hz``, where the cache goes without ``data.cache_dir``."""
+    """``<audio root>/cache-<sample rate>hz``, where the cache goes without ``data.cache_dir``
+    (``data.sample_rate`` resolved to a number, :func:`~aug_attn_tasks.audio.datasets.resolve_rate`)."""
     return audio_root(cfg) / f"cache-{int(cfg.get('sample_rate', 16000))}hz"
+
+
+def is_cache_folder(folder: Path, cfg: dict[str, Any]) -> bool:
+    """Whether ``folder`` is an audio cache: ``data.cache_dir``, or a default one (``cache-<n>hz``) at any rate."""
+    if cfg.get("cache_dir") and folder.resolve() == Path(cfg["cache_dir"]).resolve():
+        return True
+    return re.fullmatch(r"cache-\d+hz", folder.name) is not None

@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import lightning as L
 import numpy as np
+import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -47,7 +48,7 @@ from aug_attn_tasks.audio.transforms import WaveAugment, perturb, place_or_crop
 from aug_attn_tasks.audio.synthetic import SYNTHETIC_TAGS, synthetic_clip
 from aug_attn_tasks.loaders import eval_loader, train_loader
 
-__all__ = ["Catalog", "build_catalog", "ClipDataset", "AudioDataModule", "AUDIO_EXTENSIONS", "SPLITS"]
+__all__ = ["Catalog", "build_catalog", "resolve_rate", "ClipDataset", "AudioDataModule", "AUDIO_EXTENSIONS", "SPLITS"]
 
 MTAT_CSV = "annotations_final.csv"
 log = logging.getLogger(__name__)
@@ -189,6 +190,54 @@ _CATALOGS: dict[str, Callable[[dict[str, Any]], Catalog]] = {
 }
 
 
+def _file_rates(cfg: dict[str, Any], catalog: Catalog) -> dict[int, list[str]]:
+    """``sample rate -> files`` of the catalog's clips, read from their headers (files soundfile
+    cannot read are left to the cache, which names them)."""
+    root, rates = audio_root(cfg), {}
+    for key in (k for split in SPLITS for k in catalog.keys[split]):
+        try:
+            rate = int(sf.info(str(root / key)).samplerate)
+        except Exception:  # noqa: BLE001 (undecodable: reported by prepare_cache with its reason)
+            continue
+        rates.setdefault(rate, []).append(key)
+    return rates
+
+
+def resolve_rate(cfg: dict[str, Any], catalog: Catalog | None = None) -> dict[str, Any]:
+    """``data`` with ``sample_rate`` and ``chunk_samples`` as numbers.
+
+    ``sample_rate: native`` keeps the dataset's own rate: the highest rate among its files (none of
+    them is then upsampled by more than the others need; a set at one rate is not resampled at all),
+    capped at ``max_sample_rate`` when given (e.g. 16000: 8 kHz speech stays at 8 kHz, 44.1 kHz music
+    comes down to 16 kHz). ``chunk_seconds`` gives the window in seconds instead of
+    ``chunk_samples``. A synthetic set's native rate is its generator's, 16 kHz. The result is what
+    checkpoints store, so inference decodes at the rate the model was trained at.
+    """
+    cfg = dict(cfg)
+    rate = cfg.get("sample_rate", 16000)
+    if rate == "native":
+        if cfg.get("layout", "synthetic") == "synthetic":
+            rate = 16000
+        else:
+            rates = _file_rates(cfg, catalog if catalog is not None else build_catalog(cfg))
+            if not rates:
+                raise ValueError(f"data.sample_rate=native: no readable audio file in {audio_root(cfg)}")
+            rate = max(rates)
+            cap = cfg.get("max_sample_rate")
+            if cap is not None:
+                rate = min(rate, int(cap))
+            counts = ", ".join(f"{len(files)} at {r} Hz" for r, files in sorted(rates.items()))
+            log.info("data.sample_rate=native: %d Hz (%s)", rate, counts)
+    elif isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
+        raise ValueError(f"data.sample_rate={rate!r}: expected a positive number of Hz or 'native'")
+    cfg["sample_rate"] = int(rate)
+    if cfg.get("chunk_seconds") is not None:
+        if cfg.get("chunk_samples") is not None:
+            raise ValueError("data.chunk_seconds and data.chunk_samples both given: set one")
+        cfg["chunk_samples"] = int(round(float(cfg.pop("chunk_seconds")) * cfg["sample_rate"]))
+    return cfg
+
+
 def build_catalog(cfg: dict[str, Any]) -> Catalog:
     """The catalog of the ``data`` config section (see the module docstring)."""
     layout = cfg.get("layout", "synthetic")
@@ -258,8 +307,9 @@ def _test_perturbation(cfg: dict[str, Any] | None) -> Callable[[int, np.ndarray]
 class AudioDataModule(L.LightningDataModule):
     """Loaders for the ``data`` config section.
 
-    Keys: ``layout`` and its options (module docstring), ``sample_rate`` (16000), ``chunk_samples``
-    (model input length), ``batch_size``, ``num_workers``, ``eval_chunks`` (16, test),
+    Keys: ``layout`` and its options (module docstring), ``sample_rate`` (16000, or ``native``
+    with ``max_sample_rate``: :func:`resolve_rate`), ``chunk_samples`` (model input length) or
+    ``chunk_seconds``, ``batch_size``, ``num_workers``, ``eval_chunks`` (16, test),
     ``val_chunks`` (validation, default ``eval_chunks``), ``cache_dir`` (default
     ``<root>/cache-<rate>hz``), ``skip_errors`` (log and count undecodable files instead of failing),
     ``verify_cache``, ``augment`` (training transforms, :class:`~aug_attn_tasks.audio.transforms.WaveAugment`;
@@ -269,10 +319,10 @@ class AudioDataModule(L.LightningDataModule):
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.sample_rate = int(cfg.get("sample_rate", 16000))
-        self.chunk = int(cfg.get("chunk_samples", 59049))
         self.catalog = build_catalog(cfg)
+        self.cfg = cfg = resolve_rate(cfg, self.catalog)
+        self.sample_rate = int(cfg["sample_rate"])
+        self.chunk = int(cfg.get("chunk_samples") or 59049)
         self.datasets: dict[str, ClipDataset] = {}
         self.skipped: dict[str, str] = {}
 

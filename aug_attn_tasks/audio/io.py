@@ -69,8 +69,11 @@ def window_starts(length: int, window: int, count: int | None = None, hop: int |
 
 
 def fit_length(audio: np.ndarray, length: int) -> np.ndarray:
-    """Zero-pad ``(L,)`` at the end to at least ``length`` samples (short clips)."""
-    return audio if audio.shape[0] >= length else np.pad(audio, (0, length - audio.shape[0]))
+    """Zero-pad ``(L,)`` to at least ``length`` samples, the clip centred: a short sound sits in the
+    middle of its window, where training's random placement (``data.augment.place: random``) puts
+    it on average, not against one edge."""
+    missing = length - audio.shape[0]
+    return audio if missing <= 0 else np.pad(audio, (missing // 2, missing - missing // 2))
 
 
 def chunk_windows(audio: np.ndarray, window: int, count: int | None = None, hop: int | None = None) -> np.ndarray:

@@ -3,7 +3,7 @@
 - ``folder``: ``<root>/<label>/*.<audio>`` split per class with ``data.split_seed``, or
   ``<root>/{train,valid,test}/<label>/*.<audio>`` (``val``/``validation`` accepted) when those
   folders exist: the split is then the folders'. Folders without audio files are not labels (logged,
-  except the default cache folder).
+  except cache folders).
 - ``speech_commands`` (Warden 2018): ``<root>/<word>/*.wav``, ``validation_list.txt`` and
   ``testing_list.txt`` (lines ``<word>/<file>.wav``), training = every other clip. Folders starting
   with ``_`` are no words; ``_background_noise_/*.wav`` become the catalog's noise sources.
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from aug_attn_tasks.audio.catalog import AUDIO_EXTENSIONS, SPLITS, Catalog, audio_files, default_cache_dir, labelled_catalog, random_split
+from aug_attn_tasks.audio.catalog import AUDIO_EXTENSIONS, SPLITS, Catalog, audio_files, is_cache_folder, labelled_catalog, random_split
 
 __all__ = ["folder_catalog", "speech_commands_catalog", "esc50_catalog", "urbansound8k_catalog", "gtzan_catalog"]
 
@@ -48,8 +48,8 @@ def _root(cfg: dict[str, Any]) -> Path:
     return root
 
 
-def _labelled_folders(root: Path, cache: Path, skip_underscore: bool = False) -> dict[str, list[Path]]:
-    """``label -> audio files`` of the subfolders of ``root`` that hold audio; others logged."""
+def _labelled_folders(root: Path, cfg: dict[str, Any], skip_underscore: bool = False) -> dict[str, list[Path]]:
+    """``label -> audio files`` of the subfolders of ``root`` that hold audio; others logged (not cache folders)."""
     files_of = {}
     for folder in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
         if skip_underscore and folder.name.startswith("_"):
@@ -57,24 +57,23 @@ def _labelled_folders(root: Path, cache: Path, skip_underscore: bool = False) ->
         files = audio_files(folder)
         if files:
             files_of[folder.name] = files
-        elif folder.resolve() != cache:
+        elif not is_cache_folder(folder, cfg):
             log.warning("%s: no audio files (%s), not a label", folder, ", ".join(AUDIO_EXTENSIONS))
     return files_of
 
 
 def folder_catalog(cfg: dict[str, Any]) -> Catalog:
     root = _root(cfg)
-    cache = Path(cfg.get("cache_dir") or default_cache_dir(cfg)).resolve()
     split_dirs = {s: next((root / n for n in names if (root / n).is_dir()), None) for s, names in SPLIT_FOLDERS.items()}
     if split_dirs["train"] is not None and split_dirs["test"] is not None:
         items = {}
         for split, folder in split_dirs.items():
-            found = _labelled_folders(folder, cache) if folder is not None else {}
+            found = _labelled_folders(folder, cfg) if folder is not None else {}
             items[split] = [(f"{folder.name}/{label}/{p.name}", label) for label, files in found.items() for p in files]
         if not items["train"]:
             raise ValueError(f"{split_dirs['train']}: no audio files in <label>/ folders")
         return labelled_catalog(items, sorted({label for _, label in items["train"]}), str(root))
-    files_of = _labelled_folders(root, cache)
+    files_of = _labelled_folders(root, cfg)
     pairs = [(f"{label}/{p.name}", label) for label, files in files_of.items() for p in files]
     if not pairs:
         raise ValueError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in <root>/<label>/ folders")
@@ -100,8 +99,7 @@ def _read_list(path: Path, known: set[str]) -> list[str]:
 
 def speech_commands_catalog(cfg: dict[str, Any]) -> Catalog:
     root = _root(cfg)
-    cache = Path(cfg.get("cache_dir") or default_cache_dir(cfg)).resolve()
-    words = _labelled_folders(root, cache, skip_underscore=True)
+    words = _labelled_folders(root, cfg, skip_underscore=True)
     files = {f"{word}/{p.name}": word for word, paths in words.items() for p in paths}
     if not files:
         raise ValueError(f"{root}: no <word>/*.wav folders (Speech Commands layout)")

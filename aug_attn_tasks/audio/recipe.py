@@ -32,7 +32,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from aug_attn.models.muslcat import MuSLCAN, MuSLCAT
 from aug_attn.models.plaincnn import PlainCNN
 from aug_attn.models.samplecnn import SampleCNN
-from aug_attn_tasks.audio.datasets import AudioDataModule, build_catalog
+from aug_attn_tasks.audio.datasets import AudioDataModule, build_catalog, resolve_rate
 from aug_attn_tasks.audio.metrics import tagging_metrics
 from aug_attn_tasks.audio.transforms import LoudnessNormalize
 from aug_attn_tasks.optim import build_optimization
@@ -179,12 +179,16 @@ class TaggingModule(L.LightningModule):
 
 
 def _with_tags(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with ``data.tags`` and ``data.multi_label`` filled from the dataset when missing."""
+    """``config`` with ``data.tags`` and ``data.multi_label`` filled from the dataset when missing,
+    and the sample rate and window resolved to numbers (:func:`~aug_attn_tasks.audio.datasets.resolve_rate`):
+    what a checkpoint stores."""
     config = copy.deepcopy(config)
     data = config.setdefault("data", {})
-    if "tags" not in data or "multi_label" not in data:
+    resolved = isinstance(data.get("sample_rate", 16000), int) and data.get("chunk_seconds") is None
+    if "tags" not in data or "multi_label" not in data or not resolved:
         catalog = build_catalog(data)
         data["tags"], data["multi_label"] = catalog.tags, catalog.multi_label
+        config["data"] = resolve_rate(data, catalog)
     return config
 
 
