@@ -6,7 +6,8 @@ A recipe module provides ``build_module(config) -> LightningModule`` (which must
 (print and write the task's final metrics), and optionally ``inference_command(config)``, a
 command template with ``{checkpoint}`` printed after training (None: nothing to print), and
 ``predictor(module, config, **options)``, the file reader and model runner of batch inference
-(:mod:`aug_attn_tasks.batch`).
+(:mod:`aug_attn_tasks.batch`), and ``write_predictions(module, data, run_dir)``, per-sample test
+predictions written after a test (audio: ``predictions.csv``).
 """
 
 from __future__ import annotations

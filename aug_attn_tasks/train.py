@@ -143,6 +143,8 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
         (run_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
         recipe.report(metrics, config, run_dir)
         write_confusions(module, run_dir)
+        if hasattr(recipe, "write_predictions"):
+            recipe.write_predictions(module, data, run_dir)
         chosen = f"best by {checkpoints[0].monitor}" if validate and select == "best" else (
             "last epoch, checkpoint.select: last" if validate else "last epoch, no validation set")  # fmt: skip
         print(f"tested checkpoint ({chosen}): {best}")
@@ -158,14 +160,16 @@ def evaluate(checkpoint: str, overrides: list[str] | None = None, out: str | Pat
     module, config = load_checkpoint(checkpoint)
     config = apply_overrides(config, overrides or [])
     L.seed_everything(int(config.get("seed", 0)), workers=True)
-    _selection(config)  # a bad value fails before training, not after
     recipe = get_recipe(config["task"])
     trainer = _trainer(config, [], False)
-    metrics = trainer.test(module, datamodule=recipe.build_data(config), verbose=False)[0]
+    data = recipe.build_data(config)
+    metrics = trainer.test(module, datamodule=data, verbose=False)[0]
     metrics = {key: float(value) for key, value in metrics.items()}
     if trainer.is_global_zero:
         out = Path(out) if out is not None else Path(checkpoint).resolve().parent / "eval"
         out.mkdir(parents=True, exist_ok=True)
         recipe.report(metrics, config, out)
         write_confusions(module, out)
+        if hasattr(recipe, "write_predictions"):
+            recipe.write_predictions(module, data, out)
     return metrics

@@ -232,7 +232,7 @@ def test_broken_file_raises_or_is_skipped_and_counted(tmp_path, caplog):
     assert "1 of 32 files skipped" in caplog.text and "valid split: 1 clips left out" in caplog.text
     assert len(data.datasets["valid"]) == 1  # folder c holds clips 12 and 28
     assert "c/artist-album-12-song-0-29.mp3" in json.loads((tmp_path / "cache" / MANIFEST).read_text())["skipped"]
-    audio, target = data.datasets["test"][0]
+    audio, target, _ = data.datasets["test"][0]
     assert audio.shape == (16, 729) and target.shape == (5,)
 
 
@@ -281,7 +281,7 @@ def test_csv_layout_multi_label_with_split_column(tmp_path):
     data = AudioDataModule({"layout": "csv", "csv": str(tmp_path / "labels.csv"), "chunk_samples": 500, "eval_chunks": 3})
     data.prepare_data()
     data.setup()
-    audio, _ = data.datasets["valid"][0]
+    audio, *_ = data.datasets["valid"][0]
     assert audio.shape == (3, 500)
 
 

@@ -4,6 +4,7 @@ folder with split folders, CSV with a label column), on tiny fixtures written in
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +203,16 @@ def test_clip_recipes_train_on_a_speech_commands_folder(recipe, tmp_path):
     assert f"[{recipe}] test accuracy:" in done.stdout, done.stdout[-2000:]
     run_dir = sorted((tmp_path / "runs" / recipe).glob("version_*"))[-1]  # the refused run took version_0
     assert (run_dir / "confusion_matrix.tsv").is_file() and (run_dir / "test_metrics.json").is_file()
+    # Per-clip predictions: every test clip once, in the list's order; they give the reported accuracy.
+    with open(run_dir / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["path"] for r in rows] == ["yes/9a8b7c6d_nohash_0.wav", "no/9a8b7c6d_nohash_0.wav", "up/9a8b7c6d_nohash_0.wav"]
+    assert [r["true"] for r in rows] == ["yes", "no", "up"]
+    for row in rows:
+        scores = {tag: float(row[tag]) for tag in ("no", "up", "yes")}
+        assert abs(sum(scores.values()) - 1) < 1e-4 and row["predicted"] == max(scores, key=scores.get)
+    accuracy = json.loads((run_dir / "test_metrics.json").read_text())["test/accuracy"]
+    assert accuracy == pytest.approx(sum(r["true"] == r["predicted"] for r in rows) / len(rows))
 
 
 def _folder_at(root: Path, rates: dict[str, int]) -> None:

@@ -95,8 +95,8 @@ def test_bad_inputs_are_errors():
 def test_chunked_evaluation_averages_sigmoid_over_16_evenly_spaced_windows():
     clip = np.arange(1000, dtype=np.float32)
     dataset = ClipDataset(lambda i: clip, np.zeros((1, 2), dtype=np.float32), chunk=100, num_chunks=16)
-    windows, _ = dataset[0]
-    assert windows.shape == (16, 100)
+    windows, _, index = dataset[0]
+    assert windows.shape == (16, 100) and int(index) == 0
     assert windows[:, 0].tolist() == [round(i * 900 / 15) for i in range(16)]
 
     config = {

@@ -252,8 +252,10 @@ class ClipDataset(Dataset):
     """Clips as model inputs.
 
     Training (``num_chunks=None``): ``augment`` of each clip (default: one random crop of ``chunk``
-    samples, zero-padded when shorter), ``(chunk,)``. Evaluation: ``num_chunks`` evenly spaced crops,
-    ``(num_chunks, chunk)``, never augmented. Items are ``(audio, target)``.
+    samples, zero-padded when shorter), ``(chunk,)``; items ``(audio, target)``. Evaluation:
+    ``num_chunks`` evenly spaced crops, ``(num_chunks, chunk)``, never augmented; items
+    ``(windows, target, index)``, the clip's index in the split, so that per-clip predictions gathered
+    from several processes are put back in the split's order.
 
     Args:
         load: clip index -> mono waveform ``(L,)`` float32.
@@ -279,14 +281,15 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         audio = self.load(index)
         if self.num_chunks is None:
             crop = self.augment(audio) if self.augment else place_or_crop(audio, self.chunk)
             return crop, torch.as_tensor(self.targets[index])
         if self.perturb is not None:
             audio = self.perturb(index, audio)
-        return torch.from_numpy(chunk_windows(audio, self.chunk, count=self.num_chunks)), torch.as_tensor(self.targets[index])
+        windows = torch.from_numpy(chunk_windows(audio, self.chunk, count=self.num_chunks))
+        return windows, torch.as_tensor(self.targets[index]), torch.tensor(index)
 
 
 def _test_perturbation(cfg: dict[str, Any] | None) -> Callable[[int, np.ndarray], np.ndarray] | None:

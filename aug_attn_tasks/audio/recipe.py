@@ -18,6 +18,7 @@ generator, which checkpoints save and restore.
 from __future__ import annotations
 
 import copy
+import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,14 @@ from aug_attn_tasks.audio.metrics import tagging_metrics
 from aug_attn_tasks.audio.transforms import LoudnessNormalize
 from aug_attn_tasks.optim import build_optimization
 
-__all__ = ["MODELS", "TaggingModule", "build_model", "build_module", "build_data", "report", "PER_TAG_FILE", "CONFUSION_FILE"]
+__all__ = [
+    "MODELS", "TaggingModule", "build_model", "build_module", "build_data", "report", "write_predictions",
+    "PER_TAG_FILE", "CONFUSION_FILE", "PREDICTIONS_FILE",
+]  # fmt: skip
 
 MODELS: dict[str, type[nn.Module]] = {"muslcat": MuSLCAT, "muslcan": MuSLCAN, "samplecnn": SampleCNN, "plaincnn": PlainCNN}
 PER_TAG_FILE = "per_tag_metrics.tsv"
+PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FILE = "confusion_matrix.tsv"
 
 
@@ -87,8 +92,11 @@ class TaggingModule(L.LightningModule):
             raise ValueError("loss.label_smoothing applies to single-label cross-entropy; this dataset is multi-label")
         # The last single-label test's confusion matrix, written by aug_attn_tasks.confusion (confusion_matrix.tsv).
         self.test_confusions: dict[str, Tensor] = {}
-        # Clip scores and targets of the evaluated split; compute() concatenates them across processes.
+        # Clip scores, targets and indices of the evaluated split; compute() concatenates them across processes.
         self.eval_scores, self.eval_targets = CatMetric(nan_strategy="disable"), CatMetric(nan_strategy="disable")
+        self.eval_index = CatMetric(nan_strategy="disable")
+        # The last test's per-clip probabilities in the split's order, written by write_predictions.
+        self.test_scores: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, L)`` waveforms -> ``(B, T)`` logits."""
@@ -121,13 +129,14 @@ class TaggingModule(L.LightningModule):
         return loss
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], split: str) -> None:
-        windows, target = batch  # (B, K, L), (B, T) or (B,)
+        windows, target, index = batch  # (B, K, L), (B, T) or (B,), (B,)
         scores, logits = self.clip_scores(windows)
         count = windows.shape[1]
         loss = self.loss(logits.flatten(0, 1), target.repeat_interleave(count, dim=0))
         self.log(f"{split}/loss", loss, prog_bar=True, batch_size=windows.shape[0], sync_dist=True)
         self.eval_scores.update(scores.detach())
         self.eval_targets.update(target.detach())
+        self.eval_index.update(index.float())
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -139,8 +148,11 @@ class TaggingModule(L.LightningModule):
         if self.eval_scores.update_count == 0:  # an empty split (e.g. valid_fraction: 0) has nothing to score
             return
         scores, targets = self.eval_scores.compute().cpu().numpy(), self.eval_targets.compute().cpu().numpy()
-        self.eval_scores.reset()
-        self.eval_targets.reset()
+        order = self.eval_index.compute().cpu().long().argsort()
+        if split == "test":
+            self.test_scores = torch.from_numpy(scores)[order]  # (N, T), the split's order
+        for metric in (self.eval_scores, self.eval_targets, self.eval_index):
+            metric.reset()
         if not self.multi_label:
             self._class_metrics(split, torch.from_numpy(scores), torch.from_numpy(targets), per_class=per_tag)
             return
@@ -205,6 +217,31 @@ def build_data(config: dict[str, Any]) -> AudioDataModule:
             "a checkpoint can only be evaluated on data with its own tag set"
         )
     return data
+
+
+def write_predictions(module: TaggingModule, data: AudioDataModule, run_dir: str | Path) -> Path | None:
+    """``run_dir/predictions.csv``: per test clip its path (relative to the dataset root), true
+    label(s) (``;``-separated tags when multi-label), the predicted class (single-label) and the
+    probability of every tag (the averages over evaluation windows the metrics are computed from)."""
+    if module.test_scores is None:
+        return None
+    keys, targets = data.catalog.keys["test"], data.catalog.targets["test"]
+    scores = module.test_scores.numpy()
+    if len(keys) != len(scores):
+        raise RuntimeError(f"{len(scores)} test scores for {len(keys)} test clips")
+    path = Path(run_dir) / PREDICTIONS_FILE
+    tags = module.tags
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "true", *([] if module.multi_label else ["predicted"]), *tags])
+        for key, target, row in zip(keys, targets, scores):
+            if module.multi_label:
+                truth = ";".join(tag for tag, on in zip(tags, target) if on)
+                writer.writerow([key, truth, *(f"{p:.6f}" for p in row)])
+            else:
+                writer.writerow([key, tags[int(target)], tags[int(row.argmax())], *(f"{p:.6f}" for p in row)])
+    print(f"[{module.config.get('name', 'run')}] per-clip test predictions: {path}")
+    return path
 
 
 def report(metrics: dict[str, float], config: dict[str, Any], run_dir: str | Path) -> None:
