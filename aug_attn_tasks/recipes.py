@@ -7,7 +7,9 @@ A recipe module provides ``build_module(config) -> LightningModule`` (which must
 command template with ``{checkpoint}`` printed after training (None: nothing to print), and
 ``predictor(module, config, **options)``, the file reader and model runner of batch inference
 (:mod:`aug_attn_tasks.batch`), and ``write_predictions(module, data, run_dir)``, per-sample test
-predictions written after a test (audio: ``predictions.csv``).
+predictions written after a test (audio: ``predictions.csv``), and ``resolve_config(config)``, the
+config with its data-dependent choices made (audio: the tags, the sample rate of ``native``, the
+metric of ``checkpoint.monitor: auto``), applied before training.
 """
 
 from __future__ import annotations

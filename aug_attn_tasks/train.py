@@ -122,6 +122,8 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     L.seed_everything(int(config.get("seed", 0)), workers=True)
     _selection(config)  # a bad value fails before training, not after
     recipe = get_recipe(config["task"])
+    if hasattr(recipe, "resolve_config"):  # e.g. checkpoint.monitor: auto, data.sample_rate: native
+        config = recipe.resolve_config(config)
     data, module = recipe.build_data(config), recipe.build_module(config)
     validate = bool(getattr(data, "has_validation", True))
     checkpoints = _checkpoints(config, resume, validate)

@@ -2,8 +2,9 @@
 
 Each run is ``python -m aug_attn_tasks.cli train CONFIG --data.layout LAYOUT --data.root ROOT --seed S``
 in its own process with ``OMP_NUM_THREADS=--threads``; ``--jobs`` runs go at once. Recorded per run:
-validation accuracy of the tested checkpoint (the best by validation), test accuracy, CPU time
-(user + system of the run's process) and wall time. Appends one TSV row per run to ``--out``.
+the validation score of the tested checkpoint, the test score (accuracy on single-label sets, macro
+ROC-AUC on multi-label ones, e.g. ``scripts/make_instrument_set.py``'s), CPU time (user + system of
+the run's process) and wall time. Appends one TSV row per run to ``--out``.
 
 **Speaker folds** (``--speakers DIR``, real people: leave-one-speaker-out). ``DIR/recordings/`` holds
 ``{label}_{speaker}_{take}.wav`` (the Free Spoken Digit Dataset's layout, e.g.
@@ -45,7 +46,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-FIELDS = ("config", "fold", "seed", "val_accuracy", "test_accuracy", "test_macro_accuracy", "cpu_s", "wall_s", "run_dir", "extra")
+FIELDS = ("config", "fold", "seed", "metric", "val", "test", "test_second", "cpu_s", "wall_s", "run_dir", "extra")
+# per kind of set: (the metric, the second number of the row); single-label sets report accuracy
+# (micro; second: macro over classes), multi-label ones ROC-AUC (macro over tags; second: PR-AUC)
+METRICS = {"accuracy": "macro_accuracy", "roc_auc": "pr_auc"}
 HIDDEN = "hidden"
 
 
@@ -120,7 +124,7 @@ def _run(config: str, fold: int | None, seed: int, args: argparse.Namespace, ext
         script = Path(__file__).with_name("textbook_baseline.py")
         text, cpu, wall = _timed([sys.executable, str(script), "--csv", str(csv_path), "--seed", str(seed)], log, args.threads)
         result = json.loads(text.strip().splitlines()[-2])  # the JSON line, before /usr/bin/time's
-        test, macro, val = result["test_accuracy"], None, result["val_accuracy"]
+        metric, test, second, val = "accuracy", result["test_accuracy"], None, result["val_accuracy"]
         row.update(run_dir=str(log), extra="")
     else:
         data = ["--data.layout", "csv", "--data.csv", str(write_fold(Path(args.speakers), fold, hidden))] if fold is not None else [
@@ -133,23 +137,27 @@ def _run(config: str, fold: int | None, seed: int, args: argparse.Namespace, ext
         tested = next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("tested checkpoint"))
         run_dir = Path(tested).parent.parent
         metrics = json.loads((run_dir / "test_metrics.json").read_text())
-        test, macro, val = metrics["test/accuracy"], metrics["test/macro_accuracy"], _best_validation(run_dir / "metrics.csv")
+        metric = "accuracy" if "test/accuracy" in metrics else "roc_auc"
+        test, second = metrics[f"test/{metric}"], metrics[f"test/{METRICS[metric]}"]
+        val = _tested_validation(run_dir / "metrics.csv", f"val/{metric}", "last epoch" in text)
         row["run_dir"] = str(run_dir)
     row.update(
-        val_accuracy=f"{val:.4f}",
-        test_accuracy=HIDDEN if hidden else f"{test:.4f}",
-        test_macro_accuracy=HIDDEN if hidden or macro is None else f"{macro:.4f}",
+        metric=metric,
+        val=f"{val:.4f}",
+        test=HIDDEN if hidden else f"{test:.4f}",
+        test_second=HIDDEN if hidden or second is None else f"{second:.4f}",
         cpu_s=f"{cpu:.0f}",
         wall_s=f"{wall:.0f}",
     )
     return row
 
 
-def _best_validation(metrics_csv: Path) -> float:
-    """The best ``val/accuracy`` of the run: the score of the checkpoint that was tested."""
+def _tested_validation(metrics_csv: Path, key: str, last: bool) -> float:
+    """The validation score of the tested checkpoint: the best ``key`` of the run, or the last
+    epoch's where the run tested its last epoch (``checkpoint.select: last``)."""
     with open(metrics_csv, newline="") as handle:
-        values = [float(row["val/accuracy"]) for row in csv.DictReader(handle) if row.get("val/accuracy")]
-    return max(values)
+        values = [float(row[key]) for row in csv.DictReader(handle) if row.get(key)]
+    return values[-1] if last else max(values)
 
 
 def main() -> None:
@@ -224,18 +232,20 @@ def summary(rows: list[dict[str, object]], baseline: str) -> str:
     """Mean and spread over folds and seeds per config, with CPU time as a ratio to ``baseline``'s."""
     by_config: dict[str, list[dict[str, object]]] = {}
     for row in rows:
+        if "val" not in row:  # a TSV of the earlier single-label columns
+            row = {**row, "val": row["val_accuracy"], "test": row["test_accuracy"], "metric": "accuracy"}
         by_config.setdefault(str(row["config"]), []).append(row)
     base = by_config.get(baseline)
     base_cpu = statistics.mean(float(r["cpu_s"]) for r in base) if base else None
-    lines = [f"config\truns (fold/seed)\tval_accuracy (mean +- sd)\ttest_accuracy (mean +- sd)\tcpu_s\tcpu / {baseline}"]
+    lines = [f"config\tmetric\truns (fold/seed)\tval (mean +- sd)\ttest (mean +- sd)\tcpu_s\tcpu / {baseline}"]
     for config, group in by_config.items():
-        tests = [str(r["test_accuracy"]) for r in group]
+        tests = [str(r["test"]) for r in group]
         test = HIDDEN if HIDDEN in tests else _mean_sd([float(t) for t in tests])
-        val = _mean_sd([float(r["val_accuracy"]) for r in group])
+        val = _mean_sd([float(r["val"]) for r in group])
         cpu = statistics.mean(float(r["cpu_s"]) for r in group)
         ratio = f"{cpu / base_cpu:.2f}" if base_cpu else "-"
         runs = ",".join(f"{r.get('fold', '')}/{r['seed']}" if r.get("fold", "") != "" else str(r["seed"]) for r in group)
-        lines.append(f"{config}\t{runs}\t{val}\t{test}\t{cpu:.0f}\t{ratio}")
+        lines.append(f"{config}\t{group[0].get('metric', 'accuracy')}\t{runs}\t{val}\t{test}\t{cpu:.0f}\t{ratio}")
     return "\n".join(lines)
 
 

@@ -270,3 +270,14 @@ def test_native_rate_training_stores_the_rate_and_tests_the_last_epoch(tmp_path,
     assert "tested checkpoint (last epoch, checkpoint.select: last)" in capsys.readouterr().out
     assert main([*args[:-6], "--checkpoint.select", "first", *args[-4:]]) == 2
     assert "checkpoint.select='first': expected best or last" in capsys.readouterr().err
+
+
+def test_monitor_auto_is_the_metric_of_the_kind_of_set(tmp_path):
+    from aug_attn_tasks.audio.recipe import resolve_config
+
+    _folder_at(tmp_path / "speech", {"zero": 8000, "one": 8000})
+    single = {"task": "tagging", "data": {"layout": "folder", "root": str(tmp_path / "speech")}, "checkpoint": {"monitor": "auto"}}
+    assert resolve_config(single)["checkpoint"] == {"monitor": "val/accuracy", "mode": "max"}
+    multi = {"task": "tagging", "data": {"layout": "synthetic"}, "checkpoint": {"monitor": "auto", "mode": "min"}}
+    assert resolve_config(multi)["checkpoint"] == {"monitor": "val/roc_auc", "mode": "max"}
+    assert resolve_config({**multi, "checkpoint": {"monitor": "val/loss"}})["checkpoint"] == {"monitor": "val/loss"}

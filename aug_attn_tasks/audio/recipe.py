@@ -39,7 +39,7 @@ from aug_attn_tasks.audio.transforms import LoudnessNormalize
 from aug_attn_tasks.optim import build_optimization
 
 __all__ = [
-    "MODELS", "TaggingModule", "build_model", "build_module", "build_data", "report", "write_predictions",
+    "MODELS", "TaggingModule", "build_model", "build_module", "build_data", "report", "write_predictions", "resolve_config",
     "PER_TAG_FILE", "CONFUSION_FILE", "PREDICTIONS_FILE",
 ]  # fmt: skip
 
@@ -201,6 +201,17 @@ def _with_tags(config: dict[str, Any]) -> dict[str, Any]:
         catalog = build_catalog(data)
         data["tags"], data["multi_label"] = catalog.tags, catalog.multi_label
         config["data"] = resolve_rate(data, catalog)
+    return config
+
+
+def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config training runs with: :func:`_with_tags`, and ``checkpoint.monitor: auto`` as the
+    dataset's metric, ``val/accuracy`` (single-label) or ``val/roc_auc`` (multi-label), maximized."""
+    config = _with_tags(config)
+    checkpoint = config.setdefault("checkpoint", {})
+    if checkpoint.get("monitor") == "auto":
+        checkpoint["monitor"] = "val/roc_auc" if config["data"]["multi_label"] else "val/accuracy"
+        checkpoint["mode"] = "max"
     return config
 
 
