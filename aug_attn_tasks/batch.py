@@ -19,7 +19,9 @@ import argparse
 import csv
 import glob
 import json
+import logging
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ if TYPE_CHECKING:  # the CLI imports this module to build its parser: torch is i
 __all__ = ["Predictor", "Row", "expand_inputs", "predict_files", "write_rows", "add_commands"]
 
 PROGRESS_MIN_FILES = 32  # fewer inputs finish before a progress bar says anything useful
+log = logging.getLogger(__name__)
 
 
 class Predictor(Protocol):
@@ -60,10 +63,11 @@ def expand_inputs(paths: Sequence[str], suffixes: Sequence[str]) -> list[Path]:
     files: dict[Path, None] = {}
 
     def folder_files(folder: Path) -> list[Path]:
-        return sorted(
-            p for p in folder.rglob("*")
-            if p.is_file() and p.suffix.lower() in suffixes and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        )  # fmt: skip
+        visible = [p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+        others = Counter(p.suffix.lower() or "(none)" for p in visible if p.suffix.lower() not in suffixes)
+        if others:  # counted, never dropped unsaid
+            log.warning("%s: %d files of other types left out (%s)", folder, sum(others.values()), ", ".join(f"{n} {e}" for e, n in others.most_common()))
+        return sorted(p for p in visible if p.suffix.lower() in suffixes)
 
     for arg in paths:
         path = Path(arg)

@@ -153,7 +153,7 @@ def test_cache_is_resumable_and_verifiable(mtat, tmp_path, monkeypatch):
 
     decoded = []
     real_load = cache_module.load_audio
-    monkeypatch.setattr(cache_module, "load_audio", lambda p, r: decoded.append(p) or real_load(p, r))
+    monkeypatch.setattr(cache_module, "load_audio", lambda p, r, limits=None: decoded.append(p) or real_load(p, r, limits))
     prepare_cache(root, paths[:8], tmp_path / "cache", RATE, progress=False)
     assert [Path(p).relative_to(root).as_posix() for p in decoded] == paths[6:8]  # resumed: only new files
 
@@ -182,7 +182,7 @@ def test_cache_follows_its_sources_and_rewrites_the_manifest_only_on_change(tmp_
     stamp = (stamp.st_ino, stamp.st_mtime_ns)  # a rewrite renames a new file over it: a new inode
     decoded = []
     real_load = cache_module.load_audio
-    monkeypatch.setattr(cache_module, "load_audio", lambda p, r: decoded.append(Path(p).name) or real_load(p, r))
+    monkeypatch.setattr(cache_module, "load_audio", lambda p, r, limits=None: decoded.append(Path(p).name) or real_load(p, r, limits))
     prepare_cache(root, ["a.wav", "b.wav"], cache, RATE, progress=False)
     after = (cache / MANIFEST).stat()
     assert decoded == [] and (after.st_ino, after.st_mtime_ns) == stamp  # nothing to do: not rewritten
@@ -358,3 +358,65 @@ def test_prepare_audio_command_fills_the_cache(tmp_path, capsys):
     assert "cached 2 files; 1 skipped" in capsys.readouterr().out
     assert main(["prepare-audio", str(config)]) == 2  # strict mode retries the bad file and names it
     assert "bad.wav" in capsys.readouterr().err
+
+
+def test_decoding_refuses_what_no_audio_file_holds(tmp_path):
+    """Headers are bounded before anything is read; samples must be finite and of audio size; each
+    refusal names the file and the config key of the bound."""
+    from aug_attn_tasks.audio.io import DecodeLimits
+
+    good = tmp_path / "good.wav"
+    sf.write(good, np.full(800, 0.1, np.float32), 8000)
+    assert load_audio(good, 16000).shape == (1600,)
+    raw = bytearray(good.read_bytes())
+    for rate, match in [(2**31 - 1, r"2147483647 Hz, outside \[1000, 768000\] \(data.decode.min_rate / max_rate\)"), (1, "1 Hz")]:
+        corrupt = tmp_path / f"rate{rate}.wav"
+        corrupt.write_bytes(raw[:24] + rate.to_bytes(4, "little") + raw[28:])  # the RIFF header's sample-rate field
+        with pytest.raises(AudioDecodeError, match=match):
+            load_audio(corrupt, 16000)
+    channels = tmp_path / "channels.wav"
+    channels.write_bytes(raw[:22] + (999).to_bytes(2, "little") + raw[24:])
+    with pytest.raises(AudioDecodeError, match=r"channels.wav: header says 999 channels, outside \[1, 64\]"):
+        load_audio(channels, 16000)
+    for name, values in [("nan", [0.1, np.nan, 0.2]), ("inf", [0.1, 0.2, np.inf])]:
+        path = tmp_path / f"{name}.wav"
+        sf.write(path, np.array(values * 100, np.float32), 8000, subtype="FLOAT")
+        with pytest.raises(AudioDecodeError, match=rf"{name}.wav: NaN or infinite samples \(the first at sample [12]\)"):
+            load_audio(path, 16000)
+    huge = tmp_path / "huge.wav"
+    sf.write(huge, np.full(300, 1e30, np.float32), 8000, subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match=r"samples up to 1e\+30, beyond data.decode.max_abs=1000"):
+        load_audio(huge, 16000)
+    short = tmp_path / "short.wav"
+    sf.write(short, np.full(1, 0.1, np.float32), 8000)
+    with pytest.raises(AudioDecodeError, match=r"short.wav: 1 samples \(0.0001 s at 8000 Hz\), shorter than data.decode.min_seconds=0.01"):
+        load_audio(short, 16000)
+    assert load_audio(short, 8000, DecodeLimits(min_seconds=0)).shape == (1,)
+    with pytest.raises(ValueError, match=r"data.decode: unknown keys \['max_rates'\]"):
+        DecodeLimits.from_config({"max_rates": 1})
+
+
+def test_every_format_the_decoder_reads_is_audio_and_other_files_are_counted(tmp_path, caplog):
+    from aug_attn_tasks.audio.catalog import AUDIO_EXTENSIONS, audio_files
+
+    for name, fmt in [("a.wav", "WAV"), ("b.aiff", "AIFF"), ("c.aifc", "AIFF"), ("d.flac", "FLAC"), ("e.caf", "CAF"), ("f.w64", "W64")]:
+        sf.write(tmp_path / name, np.full(800, 0.1, np.float32), 8000, format=fmt)
+    (tmp_path / "notes.txt").write_text("not audio")
+    (tmp_path / ".hidden.wav").write_text("hidden")
+    with caplog.at_level("WARNING"):
+        found = audio_files(tmp_path)
+    assert [p.name for p in found] == ["a.wav", "b.aiff", "c.aifc", "d.flac", "e.caf", "f.w64"]
+    assert "1 files not read as audio (1 .txt)" in caplog.text
+    assert all(load_audio(p, 8000).shape == (800,) for p in found)
+    assert {".aiff", ".aif", ".aifc", ".caf", ".w64"} <= set(AUDIO_EXTENSIONS)
+
+
+def test_resampling_odd_rates_stays_small():
+    """44,101 -> 16,000 Hz has no small common divisor: the ratio is approximated (0.002%), so the
+    filter bank stays small instead of 16,000 x 44,101 taps."""
+    import torch
+
+    from aug_attn_tasks.audio.io import _resample
+
+    out = _resample(torch.ones(44101), 44101, 16000)
+    assert abs(out.shape[0] - 16000) <= 1

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from aug_attn_tasks.audio.io import AudioDecodeError, load_audio
+from aug_attn_tasks.audio.io import AudioDecodeError, DecodeLimits, load_audio
 
 __all__ = ["prepare_cache", "load_manifest", "MANIFEST"]
 
@@ -96,6 +96,7 @@ def prepare_cache(
     verify: bool = False,
     save_every: int = 100,
     progress: bool = True,
+    limits: DecodeLimits | None = None,
 ) -> tuple[dict[str, Path], dict[str, str]]:
     """Decode ``root/<key>`` for every key into the cache (mono, ``sample_rate``).
 
@@ -106,6 +107,7 @@ def prepare_cache(
         sample_rate: target rate; a cache built at another rate raises.
         skip_errors: log and record undecodable files instead of raising :class:`AudioDecodeError`.
         verify: re-hash cached arrays (slow) instead of trusting their sizes.
+        limits: what a file may claim and contain (:class:`~aug_attn_tasks.audio.io.DecodeLimits`).
 
     Returns:
         ``(arrays, skipped)``: key -> cached ``.npy`` path for every usable key, and key -> error for
@@ -131,7 +133,7 @@ def prepare_cache(
         changed = True
         skipped.pop(key, None)
         try:
-            audio = load_audio(root / key, sample_rate)
+            audio = load_audio(root / key, sample_rate, limits)
         except AudioDecodeError as error:
             entries.pop(key, None)
             if not skip_errors:

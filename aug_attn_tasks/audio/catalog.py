@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
 __all__ = [
     "Catalog",
@@ -26,8 +28,14 @@ __all__ = [
     "is_cache_folder",
 ]
 
-# .au: GTZAN's original release; libsndfile reads it like the others.
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".au")
+# The extensions of the container formats the decoder reads (soundfile.available_formats() of its
+# libsndfile); header-less RAW and rare formats whose extensions other files use (.mat, .sf) are left
+# out. .au is GTZAN's original release.
+_FORMAT_EXTENSIONS = {
+    "WAV": (".wav",), "FLAC": (".flac",), "OGG": (".ogg", ".oga", ".opus"), "MP3": (".mp3",),
+    "AIFF": (".aiff", ".aif", ".aifc"), "AU": (".au", ".snd"), "CAF": (".caf",), "W64": (".w64",), "RF64": (".rf64",),
+}  # fmt: skip
+AUDIO_EXTENSIONS = tuple(sorted({ext for name, exts in _FORMAT_EXTENSIONS.items() if name in sf.available_formats() for ext in exts}))
 SPLITS = ("train", "valid", "test")
 log = logging.getLogger(__name__)
 
@@ -88,8 +96,13 @@ def labelled_catalog(items: dict[str, list[tuple[str, str]]], classes: list[str]
 
 
 def audio_files(folder: Path) -> list[Path]:
-    """The audio files directly in ``folder`` (by extension), sorted."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    """The audio files directly in ``folder`` (by extension, :data:`AUDIO_EXTENSIONS`), sorted; the
+    other files are counted in the log by extension (hidden files aside), never dropped unsaid."""
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    others = Counter(p.suffix.lower() or "(none)" for p in files if p.suffix.lower() not in AUDIO_EXTENSIONS)
+    if others:
+        log.warning("%s: %d files not read as audio (%s)", folder, sum(others.values()), ", ".join(f"{n} {ext}" for ext, n in others.most_common()))
+    return sorted(p for p in files if p.suffix.lower() in AUDIO_EXTENSIONS)
 
 
 def audio_root(cfg: dict[str, Any]) -> Path:

@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from aug_attn_tasks.audio.cache import prepare_cache
 from aug_attn_tasks.audio.catalog import AUDIO_EXTENSIONS, SPLITS, Catalog, audio_root, default_cache_dir, labelled_catalog, random_split
 from aug_attn_tasks.audio.layouts import esc50_catalog, folder_catalog, gtzan_catalog, speech_commands_catalog, urbansound8k_catalog
-from aug_attn_tasks.audio.io import chunk_windows
+from aug_attn_tasks.audio.io import DecodeLimits, chunk_windows
 from aug_attn_tasks.audio.transforms import WaveAugment, perturb, place_or_crop
 from aug_attn_tasks.audio.synthetic import SYNTHETIC_TAGS, synthetic_clip
 from aug_attn_tasks.loaders import eval_loader, train_loader
@@ -193,13 +193,14 @@ _CATALOGS: dict[str, Callable[[dict[str, Any]], Catalog]] = {
 def _file_rates(cfg: dict[str, Any], catalog: Catalog) -> dict[int, list[str]]:
     """``sample rate -> files`` of the catalog's clips, read from their headers (files soundfile
     cannot read are left to the cache, which names them)."""
-    root, rates = audio_root(cfg), {}
+    root, rates, limits = audio_root(cfg), {}, DecodeLimits.from_config(cfg.get("decode"))
     for key in (k for split in SPLITS for k in catalog.keys[split]):
         try:
             rate = int(sf.info(str(root / key)).samplerate)
         except Exception:  # noqa: BLE001 (undecodable: reported by prepare_cache with its reason)
             continue
-        rates.setdefault(rate, []).append(key)
+        if limits.min_rate <= rate <= limits.max_rate:  # a corrupt header's rate is refused by the cache, not adopted
+            rates.setdefault(rate, []).append(key)
     return rates
 
 
@@ -315,6 +316,7 @@ class AudioDataModule(L.LightningDataModule):
     ``chunk_seconds``, ``batch_size``, ``num_workers``, ``eval_chunks`` (16, test),
     ``val_chunks`` (validation, default ``eval_chunks``), ``cache_dir`` (default
     ``<root>/cache-<rate>hz``), ``skip_errors`` (log and count undecodable files instead of failing),
+    ``decode`` (what a file may claim and contain, :class:`~aug_attn_tasks.audio.io.DecodeLimits`),
     ``verify_cache``, ``augment`` (training transforms, :class:`~aug_attn_tasks.audio.transforms.WaveAugment`;
     off by default), ``perturb`` (``{kind, strength, seed}``: a robustness perturbation of every test
     clip, :func:`~aug_attn_tasks.audio.transforms.perturb`); synthetic: ``seed``, ``clip_seconds``, ``num_train``/``num_valid``/``num_test``.
@@ -335,8 +337,9 @@ class AudioDataModule(L.LightningDataModule):
         keys = [k for split in SPLITS for k in self.catalog.keys[split]] + self.catalog.noise
         cache_dir = self.cfg.get("cache_dir") or default_cache_dir(self.cfg)
         return prepare_cache(
-            root, keys, cache_dir, self.sample_rate, bool(self.cfg.get("skip_errors", False)), bool(self.cfg.get("verify_cache", False))
-        )
+            root, keys, cache_dir, self.sample_rate, bool(self.cfg.get("skip_errors", False)), bool(self.cfg.get("verify_cache", False)),
+            limits=DecodeLimits.from_config(self.cfg.get("decode")),
+        )  # fmt: skip
 
     def prepare_data(self) -> None:
         if self.cfg.get("layout", "synthetic") != "synthetic":

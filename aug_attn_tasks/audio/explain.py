@@ -54,7 +54,7 @@ def explain(module: TaggingModule, config: dict[str, Any], path: Path, out: Path
     top tags into ``out`` (PNG)."""
     plt = pyplot()
     predictor = AudioPredictor(module, config)
-    wave = load_audio(path, predictor.rate)  # (L,)
+    wave = load_audio(path, predictor.rate, predictor.limits)  # (L,)
     attention, probs = attention_over_time(module, wave, predictor.window)
     ranked = top_classes(module.tags, probs, top)
     seconds = np.arange(len(wave)) / predictor.rate

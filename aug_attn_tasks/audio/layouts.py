@@ -52,12 +52,12 @@ def _labelled_folders(root: Path, cfg: dict[str, Any], skip_underscore: bool = F
     """``label -> audio files`` of the subfolders of ``root`` that hold audio; others logged (not cache folders)."""
     files_of = {}
     for folder in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        if skip_underscore and folder.name.startswith("_"):
+        if (skip_underscore and folder.name.startswith("_")) or is_cache_folder(folder, cfg):
             continue
         files = audio_files(folder)
         if files:
             files_of[folder.name] = files
-        elif not is_cache_folder(folder, cfg):
+        else:
             log.warning("%s: no audio files (%s), not a label", folder, ", ".join(AUDIO_EXTENSIONS))
     return files_of
 

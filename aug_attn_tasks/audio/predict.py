@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from aug_attn_tasks.audio.datasets import AUDIO_EXTENSIONS
-from aug_attn_tasks.audio.io import chunk_windows, load_audio
+from aug_attn_tasks.audio.io import DecodeLimits, chunk_windows, load_audio
 from aug_attn_tasks.audio.recipe import TaggingModule
 
 __all__ = ["AudioPredictor"]
@@ -29,12 +29,13 @@ class AudioPredictor:
         data = config["data"]
         self.module, self.labels = module, module.tags
         self.rate, self.window = int(data.get("sample_rate", 16000)), int(data.get("chunk_samples", 59049))
+        self.limits = DecodeLimits.from_config(data.get("decode"))
         if hop_seconds is not None and hop_seconds <= 0:
             raise ValueError(f"--hop must be > 0 seconds, got {hop_seconds}")
         self.hop = self.window if hop_seconds is None else max(1, int(hop_seconds * self.rate))
 
     def load(self, path: Path) -> torch.Tensor:
-        return torch.from_numpy(chunk_windows(load_audio(path, self.rate), self.window, hop=self.hop))  # (K, L)
+        return torch.from_numpy(chunk_windows(load_audio(path, self.rate, self.limits), self.window, hop=self.hop))  # (K, L)
 
     def predict(self, items: list[torch.Tensor]) -> torch.Tensor:
         windows = torch.cat(items)  # (sum K, L)
