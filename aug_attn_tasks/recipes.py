@@ -62,6 +62,9 @@ def load_checkpoint(
         command = recipe.inference_command(config) if hasattr(recipe, "inference_command") else None
         hint = f"; use it with: {command.format(checkpoint=path)}" if command else ""
         raise ValueError(f"{path}: a checkpoint of task {config['task']!r}, expected task {' or '.join(map(repr, tasks))}{hint}")
+    bad = next((name for name, value in state["state_dict"].items() if value.is_floating_point() and not bool(value.isfinite().all())), None)
+    if bad is not None:
+        raise ValueError(f"{path}: weight {bad} holds NaN or infinite values; the checkpoint cannot give finite outputs")
     module = recipe.build_module(config)
     module.load_state_dict(state["state_dict"])
     module.eval()

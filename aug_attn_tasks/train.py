@@ -25,7 +25,7 @@ from aug_attn_tasks.config import apply_overrides
 from aug_attn_tasks.confusion import write_confusions
 from aug_attn_tasks.recipes import get_recipe, load_checkpoint
 
-__all__ = ["fit", "evaluate", "RandomState"]
+__all__ = ["fit", "evaluate", "RandomState", "FiniteLoss"]
 
 
 def _trainer(config: dict[str, Any], callbacks: list, logger, validate: bool = True) -> L.Trainer:
@@ -75,6 +75,19 @@ class RandomState(Callback):
         random.setstate((python["version"], tuple(python["internal"].tolist()), python["gauss_next"]))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda"])
+
+
+class FiniteLoss(Callback):
+    """Stops training with a ValueError naming the epoch and batch where the training loss stops
+    being finite, instead of training on (and testing) a model of NaN weights."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
+            raise ValueError(
+                f"the training loss is {loss.item()} at epoch {trainer.current_epoch}, batch {batch_idx}: "
+                "a non-finite input or a diverging step (a lower optim.lr?)"
+            )
 
 
 def _checkpoints(config: dict[str, Any], resume: str | None, validate: bool = True) -> list[ModelCheckpoint]:
@@ -127,7 +140,7 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     data, module = recipe.build_data(config), recipe.build_module(config)
     validate = bool(getattr(data, "has_validation", True))
     checkpoints = _checkpoints(config, resume, validate)
-    trainer = _trainer(config, [*checkpoints, RandomState(), *(callbacks or [])], _loggers(config), validate)
+    trainer = _trainer(config, [*checkpoints, RandomState(), FiniteLoss(), *(callbacks or [])], _loggers(config), validate)
     trainer.fit(module, datamodule=data, ckpt_path=resume)
     # The callbacks come in order of preference: the best by validation (when there is validation),
     # the epoch-end last.ckpt, the step-wise one (a run resumed after its final step saves nothing new).

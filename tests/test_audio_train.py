@@ -107,3 +107,28 @@ def test_tag_reports_a_missing_file(tiny_run, capsys):
         pytest.skip("needs the checkpoint of test_train_then_tag_from_the_command_line")
     assert main(["tag", str(root / "missing.wav"), "--checkpoint", str(checkpoint)]) == 2
     assert "missing.wav" in capsys.readouterr().err
+
+
+def test_a_non_finite_loss_stops_training_and_nan_weights_are_refused(tiny_run, tmp_path, monkeypatch, capsys):
+    """A diverging run stops at the batch where its loss stops being finite, naming it (exit 2, no
+    traceback, no test of NaN weights); a checkpoint holding NaN weights is refused when loaded."""
+    import torch
+
+    from aug_attn_tasks.audio.recipe import TaggingModule
+    from aug_attn_tasks.recipes import load_checkpoint
+
+    _, path = tiny_run
+    loss = TaggingModule.loss
+    monkeypatch.setattr(TaggingModule, "loss", lambda self, logits, target: loss(self, logits, target) * float("nan"))
+    assert main(["train", str(path), "--output.dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "the training loss is nan at epoch 0, batch 0:" in err and "Traceback" not in err
+    monkeypatch.undo()
+    assert main(["train", str(path), "--output.dir", str(tmp_path / "good")]) == 0
+    checkpoint = next((tmp_path / "good").rglob("best.ckpt"))
+    state = torch.load(checkpoint, weights_only=True)
+    name = next(iter(state["state_dict"]))
+    state["state_dict"][name] = torch.full_like(state["state_dict"][name], float("nan"))
+    torch.save(state, tmp_path / "nan.ckpt")
+    with pytest.raises(ValueError, match=rf"nan.ckpt: weight {name} holds NaN or infinite values"):
+        load_checkpoint(tmp_path / "nan.ckpt")
