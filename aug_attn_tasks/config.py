@@ -10,17 +10,45 @@ Overrides look like ``--trainer.max_epochs 3`` or ``--model.num_heads=4``; value
 from __future__ import annotations
 
 import copy
+import difflib
+import inspect
+from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["available_configs", "load_config", "apply_overrides", "ConfigError"]
+__all__ = ["available_configs", "load_config", "apply_overrides", "check_keys", "parameter_names", "ConfigError", "SECTIONS"]
+
+SECTIONS = ("task", "name", "seed", "data", "model", "optim", "loss", "trainer", "checkpoint", "output")
 
 
 class ConfigError(ValueError):
     """A config file or override is malformed."""
+
+
+def check_keys(section: str, given: Iterable[str], allowed: Iterable[str]) -> None:
+    """Raise a :class:`ConfigError` naming the first key of ``given`` not in ``allowed`` (as
+    ``section.key``) and the closest allowed one: a typo in a config or an override never runs."""
+    allowed = sorted(set(allowed))
+    for key in given:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f"; did you mean {section + '.' if section else ''}{close[0]}?" if close else f"; known keys: {', '.join(allowed)}"
+            raise ConfigError(f"unknown config key {section + '.' if section else ''}{key}{hint}")
+
+
+def parameter_names(function: Callable[..., Any], skip: int = 0) -> list[str]:
+    """The keyword parameters of ``function`` (a class: its constructor), less the first ``skip``;
+    a class whose constructor passes ``**kwargs`` on also takes its base classes' parameters."""
+    parameters = list(inspect.signature(function).parameters.values())[skip:]
+    names = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if isinstance(function, type) and any(p.kind == p.VAR_KEYWORD for p in parameters):
+        for base in function.__mro__[1:]:
+            if base is not object and "__init__" in vars(base):
+                names += parameter_names(base, skip)
+    return names
 
 
 def available_configs() -> list[str]:
@@ -83,4 +111,5 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> dict[s
         raise ConfigError(f"{path}: a config must be a mapping with a 'task' key")
     config = apply_overrides(config, overrides or [])
     config.setdefault("name", path.stem)
+    check_keys("", config, SECTIONS)
     return config

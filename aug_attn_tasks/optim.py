@@ -6,7 +6,14 @@ from typing import Any, Iterable
 
 import torch
 
-__all__ = ["build_optimization"]
+from aug_attn_tasks.config import check_keys
+
+__all__ = ["build_optimization", "OPTIM_KEYS"]
+
+OPTIM_KEYS = (
+    "name", "lr", "weight_decay", "momentum", "nesterov", "schedule", "step_size", "gamma", "milestones", "warmup_epochs",
+    "warmup_start_factor",
+)  # fmt: skip
 
 
 def build_optimization(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any], max_epochs: int | None) -> dict[str, Any]:
@@ -23,6 +30,7 @@ def build_optimization(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]
     schedule then runs over the remaining ``max_epochs - warmup_epochs``, its epoch counts measured
     from the end of the warm-up). The learning rate changes once per epoch.
     """
+    check_keys("optim", cfg, OPTIM_KEYS)
     name = cfg.get("name", "adamw").lower()
     lr, wd = float(cfg.get("lr", 1e-3)), float(cfg.get("weight_decay", 0.0))
     if name == "adam":

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from aug_attn.optional import import_extra
-from aug_attn_tasks.config import apply_overrides
+from aug_attn_tasks.config import apply_overrides, check_keys, parameter_names
 from aug_attn_tasks.confusion import write_confusions
 from aug_attn_tasks.recipes import get_recipe, load_checkpoint
 
@@ -30,6 +30,7 @@ __all__ = ["fit", "evaluate", "RandomState", "FiniteLoss"]
 
 def _trainer(config: dict[str, Any], callbacks: list, logger, validate: bool = True) -> L.Trainer:
     options = {"accelerator": "cpu", "devices": 1, "log_every_n_steps": 10, "deterministic": False}
+    check_keys("trainer", config.get("trainer", {}), parameter_names(L.Trainer))
     options.update(config.get("trainer", {}))
     if not validate:  # the data has no validation split
         options.update(limit_val_batches=0, num_sanity_val_steps=0)
@@ -38,6 +39,7 @@ def _trainer(config: dict[str, Any], callbacks: list, logger, validate: bool = T
 
 def _loggers(config: dict[str, Any]) -> list:
     output = config.get("output", {})
+    check_keys("output", output, ("dir", "tensorboard"))
     root = Path(output.get("dir", "runs")).resolve()  # absolute: a resumed run finds its checkpoint folder by name
     loggers: list = [CSVLogger(root, name=config["name"])]
     if output.get("tensorboard", False):
@@ -101,6 +103,7 @@ def _checkpoints(config: dict[str, Any], resume: str | None, validate: bool = Tr
     so far is restored with the callback's state and ``best.ckpt`` stays the run's best.
     """
     cfg = config.get("checkpoint", {})
+    check_keys("checkpoint", cfg, ("monitor", "mode", "every_n_train_steps", "select"))
     # No version counter: each file is overwritten in place, never doubled as last-v1.ckpt.
     options = {"dirpath": str(Path(resume).resolve().parent) if resume else None, "enable_version_counter": False}
     # Without validation, Lightning saves epoch-end checkpoints only if told to (it waits for a

@@ -132,3 +132,32 @@ def test_a_non_finite_loss_stops_training_and_nan_weights_are_refused(tiny_run, 
     torch.save(state, tmp_path / "nan.ckpt")
     with pytest.raises(ValueError, match=rf"nan.ckpt: weight {name} holds NaN or infinite values"):
         load_checkpoint(tmp_path / "nan.ckpt")
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (["--modle.channels", "[4]"], "unknown config key modle; did you mean model?"),
+        (["--data.batchsize", "4"], "unknown config key data.batchsize; did you mean data.batch_size?"),
+        (["--trainer.max_epoch", "1"], "unknown config key trainer.max_epoch; did you mean trainer.max_epochs?"),
+        (["--optim.learning_rate", "0.1"], "unknown config key optim.learning_rate"),
+        (["--model.num_head", "2"], "unknown config key model.num_head; did you mean model.num_heads?"),
+        (["--checkpoint.monitr", "val/loss"], "unknown config key checkpoint.monitr; did you mean checkpoint.monitor?"),
+    ],
+)
+def test_a_config_typo_is_an_error_naming_the_closest_key(tiny_run, tmp_path, capsys, override, message):
+    _, path = tiny_run
+    assert main(["train", str(path), "--output.dir", str(tmp_path / "runs"), *override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not any((tmp_path / "runs").rglob("hparams.yaml"))  # refused before a run folder was written
+
+
+def test_every_shipped_config_passes_the_key_checks():
+    from aug_attn_tasks.config import SECTIONS, available_configs, check_keys, load_config
+    from aug_attn_tasks.optim import OPTIM_KEYS
+
+    for name in available_configs():
+        config = load_config(name)
+        check_keys("", config, SECTIONS)
+        check_keys("optim", config.get("optim", {}), OPTIM_KEYS)

@@ -46,6 +46,7 @@ from aug_attn_tasks.audio.layouts import esc50_catalog, folder_catalog, gtzan_ca
 from aug_attn_tasks.audio.io import DecodeLimits, chunk_windows
 from aug_attn_tasks.audio.transforms import WaveAugment, perturb, place_or_crop
 from aug_attn_tasks.audio.synthetic import SYNTHETIC_TAGS, synthetic_clip
+from aug_attn_tasks.config import check_keys
 from aug_attn_tasks.loaders import eval_loader, train_loader
 
 __all__ = ["Catalog", "build_catalog", "resolve_rate", "ClipDataset", "AudioDataModule", "AUDIO_EXTENSIONS", "SPLITS"]
@@ -239,8 +240,19 @@ def resolve_rate(cfg: dict[str, Any], catalog: Catalog | None = None) -> dict[st
     return cfg
 
 
+# Every key of the ``data`` section of the tagging recipe (AudioDataModule and the layouts); ``tags``
+# and ``multi_label`` are filled in from the dataset and stored in checkpoints.
+DATA_KEYS = (
+    "layout", "root", "csv", "split_dir", "top_k", "test_fold", "valid_fold", "valid_fraction", "test_fraction", "split_seed",
+    "sample_rate", "max_sample_rate", "chunk_samples", "chunk_seconds", "batch_size", "eval_batch_size", "num_workers",
+    "eval_chunks", "val_chunks", "cache_dir", "skip_errors", "verify_cache", "augment", "perturb", "decode", "seed",
+    "clip_seconds", "num_train", "num_valid", "num_test", "tags", "multi_label",
+)  # fmt: skip
+
+
 def build_catalog(cfg: dict[str, Any]) -> Catalog:
     """The catalog of the ``data`` config section (see the module docstring)."""
+    check_keys("data", cfg, DATA_KEYS)
     layout = cfg.get("layout", "synthetic")
     if layout not in _CATALOGS:
         raise ValueError(f"data.layout={layout!r}: expected one of {', '.join(_CATALOGS)}")

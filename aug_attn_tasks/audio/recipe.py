@@ -36,6 +36,7 @@ from aug_attn.models.samplecnn import SampleCNN
 from aug_attn_tasks.audio.datasets import AudioDataModule, build_catalog, resolve_rate
 from aug_attn_tasks.audio.metrics import tagging_metrics
 from aug_attn_tasks.audio.transforms import LoudnessNormalize
+from aug_attn_tasks.config import check_keys, parameter_names
 from aug_attn_tasks.optim import build_optimization
 
 __all__ = [
@@ -68,7 +69,11 @@ def build_model(model_cfg: dict[str, Any], num_tags: int) -> nn.Module:
     name = kwargs.pop("name", None)
     if name not in MODELS:
         raise ValueError(f"model.name={name!r}: expected one of {', '.join(MODELS)}")
-    return MODELS[name](num_tags, **kwargs)
+    check_keys("model", kwargs, parameter_names(MODELS[name], skip=1))
+    try:
+        return MODELS[name](num_tags, **kwargs)
+    except TypeError as error:  # e.g. MuSLCAN refusing the transformer's arguments
+        raise ValueError(f"model section for name={name!r}: {error}") from error
 
 
 class TaggingModule(L.LightningModule):
