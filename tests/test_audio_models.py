@@ -81,3 +81,16 @@ def test_plain_cnn_shapes_and_minimum_length():
     with pytest.raises(ValueError, match="PlainCNN needs at least 256 samples"):
         model(torch.randn(1, 255))
     assert sum(p.numel() for p in PlainCNN(10).parameters()) == 184_522  # the default of plaincnn_clips (10 classes)
+
+
+def test_muslcat_meanmax_head_reads_every_token_and_no_class_token():
+    from aug_attn.models.muslcat import MuSLCAT
+
+    torch.manual_seed(0)
+    model = MuSLCAT(5, channels=(8, 8, 8, 16, 16), d_model=16, front_heads=2, dk=8, dv=8, num_layers=1, num_heads=2, pool="meanmax").eval()
+    assert model.cls is None and model.head[1].in_features == 32
+    x = torch.randn(2, 729 * 3)
+    out = model(x)
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="pool='max': expected 'cls' or 'meanmax'"):
+        MuSLCAT(5, pool="max")

@@ -162,6 +162,9 @@ class MuSLCAT(nn.Module):
         num_layers, num_heads, ff_mult: transformer depth, heads, feed-forward expansion.
         dropout: inside the transformer; ``head_dropout`` before the output layer.
         max_distance: relative-position clipping distance of all attention layers.
+        pool: what the head reads of the transformer's output: ``"cls"`` (the [CLS] token, BERT's
+            way) or ``"meanmax"`` (mean and max over the sequence tokens, as MuSLCAN's head; no
+            [CLS] token then).
 
     Shapes: ``(B, L)`` or ``(B, 1, L)`` -> ``(B, num_tags)``, ``L >= min_length``.
     """
@@ -184,8 +187,11 @@ class MuSLCAT(nn.Module):
         dropout: float = 0.1,
         head_dropout: float = 0.3,
         max_distance: int = 512,
+        pool: str = "cls",
     ) -> None:
         super().__init__()
+        if pool not in ("cls", "meanmax"):
+            raise ValueError(f"pool={pool!r}: expected 'cls' or 'meanmax'")
         scales = [tuple(int(v) for v in s) for s in scales]
         finest = min(stride for _, stride in scales)
         depths = [round(math.log(stride / finest, 3)) for _, stride in scales]
@@ -199,7 +205,7 @@ class MuSLCAT(nn.Module):
             )
         if back_end not in ("bert", "aac"):
             raise ValueError(f"back_end={back_end!r}: expected 'bert' or 'aac'")
-        self.num_tags, self.back_end, self.levels = num_tags, back_end, levels
+        self.num_tags, self.back_end, self.levels, self.pool = num_tags, back_end, levels, pool
         # One token per total hop: the minimum input length.
         self.min_length = finest * 3**num_blocks
         attention = {"dk": dk, "dv": dv, "num_heads": front_heads, "max_distance": max_distance}
@@ -209,20 +215,21 @@ class MuSLCAT(nn.Module):
         fused = len(scales) * sum(channels[-levels:])
         self.fuse = conv_block(fused, d_model, kernel_size=1)
         if back_end == "bert":
-            self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
+            self.cls = nn.Parameter(torch.zeros(1, 1, d_model)) if pool == "cls" else None
             self.encoder = nn.ModuleList(
                 RelativeTransformerLayer(d_model, num_heads, ff_mult, dropout, max_distance) for _ in range(num_layers)
             )
             self.norm = nn.LayerNorm(d_model)
-            head_in = d_model
+            head_in = d_model if pool == "cls" else 2 * d_model
         else:
+            self.cls = None
             self.aac = AACBlock(d_model, d_model, pool=1, dk=dk, dv=dv, num_heads=front_heads, max_distance=max_distance)
             head_in = 2 * d_model
         self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(head_in, num_tags))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        if self.back_end == "bert":
+        if self.cls is not None:
             nn.init.normal_(self.cls, std=0.02)
 
     def tokens(self, x: Tensor) -> Tensor:
@@ -240,10 +247,12 @@ class MuSLCAT(nn.Module):
         h = self.tokens(x)  # (B, d, N)
         if self.back_end == "bert":
             h = h.transpose(1, 2)  # (B, N, d)
-            h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1)  # (B, 1 + N, d)
+            if self.cls is not None:
+                h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1)  # (B, 1 + N, d)
             for layer in self.encoder:
-                h = layer(h)  # (B, 1 + N, d)
-            pooled = self.norm(h[:, 0])  # (B, d)
+                h = layer(h)  # (B, [1 +] N, d)
+            h = self.norm(h)
+            pooled = h[:, 0] if self.cls is not None else torch.cat([h.mean(dim=1), h.amax(dim=1)], dim=1)  # (B, d) or (B, 2d)
         else:
             h = self.aac(h)  # (B, d, N)
             pooled = torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=1)  # (B, 2d)

@@ -3,8 +3,8 @@
 The file is cut into the model's windows (no overlap, the last one ending at the end of the file)
 and each window runs with :class:`~aug_attn.attention_maps.record_attention`. The attention drawn is
 that of the last attention layer the model runs (its back end): MuSLCAT's [CLS] token over the time
-tokens (mean over heads), or, without a class token (MuSLCAN's AAC back end), the attention each time
-token receives (mean over heads and queries). Token ``t`` of ``N`` covers the ``t``-th ``1/N`` of its
+tokens (mean over heads), or, without a class token (MuSLCAN's AAC back end, MuSLCAT with
+``pool: meanmax``), the attention each time token receives (mean over heads and queries). Token ``t`` of ``N`` covers the ``t``-th ``1/N`` of its
 window; windows overlapping the last one are averaged.
 """
 
@@ -38,7 +38,7 @@ def attention_over_time(module: TaggingModule, wave: np.ndarray, window: int) ->
     # clip_scores runs the windows in batches: the back end's records of all batches, in order
     back_end = torch.cat([r.weights for r in records if r.name == records[-1].name])  # (K, h, N_q, N)
     weights = back_end.mean(dim=1)  # heads averaged
-    if getattr(module.model, "back_end", None) == "bert":
+    if getattr(module.model, "cls", None) is not None:
         per_token = weights[:, 0, 1:]  # the [CLS] query over the time tokens: (K, N)
     else:
         per_token = weights.mean(dim=1)  # attention received: (K, N)
