@@ -22,6 +22,9 @@ Usage (the development benchmarks of the README)::
 
     python scripts/bench_clips.py --speakers /work/data/fsdd5 --folds 0 1 2 --seeds 0 1 --jobs 2 \
         --configs textbook plaincnn_clips samplecnn_clips muslcat_clips --out bench_speakers.tsv
+    python scripts/make_instrument_set.py --out /work/data/instruments
+    python scripts/bench_clips.py --csv /work/data/instruments/instruments.csv --seeds 0 1 2 --jobs 2 \
+        --configs muslcat_clips samplecnn_clips plaincnn_clips --out bench_instruments.tsv
     python scripts/make_spoken_digits.py --out /work/data/espeak_digits
     python scripts/bench_clips.py --root /work/data/espeak_digits --seeds 0 1 --jobs 3 \
         --configs muslcat_clips samplecnn_clips plaincnn_clips --out bench_clips.tsv
@@ -127,8 +130,12 @@ def _run(config: str, fold: int | None, seed: int, args: argparse.Namespace, ext
         metric, test, second, val = "accuracy", result["test_accuracy"], None, result["val_accuracy"]
         row.update(run_dir=str(log), extra="")
     else:
-        data = ["--data.layout", "csv", "--data.csv", str(write_fold(Path(args.speakers), fold, hidden))] if fold is not None else [
-            "--data.layout", args.layout, "--data.root", args.root]  # fmt: skip
+        if fold is not None:
+            data = ["--data.layout", "csv", "--data.csv", str(write_fold(Path(args.speakers), fold, hidden))]
+        elif args.csv:
+            data = ["--data.layout", "csv", "--data.csv", args.csv]
+        else:
+            data = ["--data.layout", args.layout, "--data.root", args.root]
         command = [
             sys.executable, "-m", "aug_attn_tasks.cli", "train", config, *data,
             "--seed", str(seed), "--output.dir", str(out_dir), "--trainer.enable_progress_bar", "false", *extra,
@@ -165,7 +172,8 @@ def main() -> None:
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", help="the dataset (one of --root, --speakers unless --summarize)")
+    parser.add_argument("--root", help="the dataset in --layout (one of --root, --csv, --speakers unless --summarize)")
+    parser.add_argument("--csv", help="a dataset in the csv layout (e.g. scripts/make_instrument_set.py's instruments.csv)")
     parser.add_argument("--speakers", help="a {label}_{speaker}_{take}.wav recordings folder's parent: leave-one-speaker-out folds")
     parser.add_argument("--folds", nargs="+", type=int, help="with --speakers: the folds to run (default all)")
     parser.add_argument("--hide-test", action="store_true", help="with --speakers: tuning runs, the test speaker left out (module docstring)")
@@ -184,8 +192,8 @@ def main() -> None:
         with open(args.summarize, newline="") as handle:
             print(summary(list(csv.DictReader(handle, delimiter="\t")), baseline=args.baseline))
         return
-    if bool(args.root) == bool(args.speakers):
-        parser.error("give one of --root and --speakers")
+    if sum(map(bool, (args.root, args.csv, args.speakers))) != 1:
+        parser.error("give one of --root, --csv and --speakers")
     if args.hide_test and not args.speakers:
         parser.error("--hide-test needs --speakers")
     if "textbook" in args.configs and not args.speakers:
