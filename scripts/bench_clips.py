@@ -14,6 +14,7 @@ validates on the next one and trains on the others; its split is written as ``DI
 **``--hide-test``** is for tuning: the test speaker is left out of the fold's CSV altogether (never
 decoded, never scored) and the runs' "test" split is a copy of the validation speaker
 (``DIR/valcopy/``, symbolic links), so no test number exists to be seen; the table says ``hidden``.
+With ``--csv`` it does the same to the CSV's test rows (``<name>-hidden.csv`` beside it).
 
 The config ``textbook`` runs ``scripts/textbook_baseline.py`` on the same CSV (a plain torch loop
 outside the toolkit, the calibration every recipe is read against); it takes no overrides.
@@ -100,6 +101,29 @@ def write_fold(root: Path, fold: int, hide_test: bool) -> Path:
     return csv_path
 
 
+def hidden_csv(csv_path: Path) -> Path:
+    """``--hide-test`` for a csv-layout dataset: a copy of its CSV without the test rows, whose
+    "test" split is the validation clips again under other names (``valcopy/``, symbolic links)."""
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames or [], [row for row in reader if row.get("split") != "test"]
+    if "split" not in fields:
+        raise SystemExit(f"--hide-test: {csv_path} has no split column")
+    copies = []
+    for row in (r for r in rows if r["split"] in ("valid", "val", "validation")):
+        link = csv_path.parent / "valcopy" / row["path"]
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(Path(os.path.relpath(csv_path.parent / row["path"], link.parent)))
+        copies.append({**row, "path": f"valcopy/{row['path']}", "split": "test"})
+    hidden = csv_path.with_name(f"{csv_path.stem}-hidden.csv")
+    with open(hidden, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows + copies)
+    return hidden
+
+
 def _timed(command: list[str], log: Path, threads: int) -> tuple[str, float, float]:
     """Run ``command`` under ``/usr/bin/time``: (its output, its own user + system seconds, wall seconds)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -133,7 +157,7 @@ def _run(config: str, fold: int | None, seed: int, args: argparse.Namespace, ext
         if fold is not None:
             data = ["--data.layout", "csv", "--data.csv", str(write_fold(Path(args.speakers), fold, hidden))]
         elif args.csv:
-            data = ["--data.layout", "csv", "--data.csv", args.csv]
+            data = ["--data.layout", "csv", "--data.csv", str(hidden_csv(Path(args.csv)) if hidden else args.csv)]
         else:
             data = ["--data.layout", args.layout, "--data.root", args.root]
         command = [
@@ -176,7 +200,7 @@ def main() -> None:
     parser.add_argument("--csv", help="a dataset in the csv layout (e.g. scripts/make_instrument_set.py's instruments.csv)")
     parser.add_argument("--speakers", help="a {label}_{speaker}_{take}.wav recordings folder's parent: leave-one-speaker-out folds")
     parser.add_argument("--folds", nargs="+", type=int, help="with --speakers: the folds to run (default all)")
-    parser.add_argument("--hide-test", action="store_true", help="with --speakers: tuning runs, the test speaker left out (module docstring)")
+    parser.add_argument("--hide-test", action="store_true", help="with --speakers or --csv: tuning runs, the test split left out (module docstring)")
     parser.add_argument("--tag", default="", help="a name for this variant (e.g. the overrides after --), shown as config[tag]")
     parser.add_argument("--layout", default="speech_commands")
     parser.add_argument("--configs", nargs="+", default=["muslcat_clips", "samplecnn_clips", "plaincnn_clips"])
@@ -194,8 +218,8 @@ def main() -> None:
         return
     if sum(map(bool, (args.root, args.csv, args.speakers))) != 1:
         parser.error("give one of --root, --csv and --speakers")
-    if args.hide_test and not args.speakers:
-        parser.error("--hide-test needs --speakers")
+    if args.hide_test and not (args.speakers or args.csv):
+        parser.error("--hide-test needs --speakers or --csv")
     if "textbook" in args.configs and not args.speakers:
         parser.error("the textbook baseline runs on --speakers folds")
     folds: list[int | None] = [None]
