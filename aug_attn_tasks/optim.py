@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable
 
 import torch
@@ -10,6 +11,7 @@ from aug_attn_tasks.config import check_keys
 
 __all__ = ["build_optimization", "OPTIM_KEYS"]
 
+log = logging.getLogger(__name__)
 OPTIM_KEYS = (
     "name", "lr", "weight_decay", "momentum", "nesterov", "schedule", "step_size", "gamma", "milestones", "warmup_epochs",
     "warmup_start_factor",
@@ -52,8 +54,11 @@ def build_optimization(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]
             f"optim.schedule={schedule!r} is laid out over trainer.max_epochs, which is {max_epochs!r}: set "
             "trainer.max_epochs (a run bounded by trainer.max_steps alone can use optim.schedule none)"
         )
-    if not 0 <= warmup < max_epochs:
-        raise ValueError(f"optim.warmup_epochs={warmup} must be >= 0 and below trainer.max_epochs={max_epochs}")
+    if warmup < 0:
+        raise ValueError(f"optim.warmup_epochs={warmup} must be >= 0")
+    if warmup >= max_epochs:  # e.g. a one-epoch smoke run of a recipe that warms up for one epoch
+        log.warning("optim.warmup_epochs=%d does not fit trainer.max_epochs=%d: warming up for %d", warmup, max_epochs, max_epochs - 1)
+        warmup = max_epochs - 1
     if schedule == "cosine":
         main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs - warmup))
     elif schedule == "step":

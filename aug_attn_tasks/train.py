@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,7 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     (e.g. images with ``data.val_size: 0``) trains without validation and tests ``last.ckpt``. Under DDP the process group stays up for the
     caller; end the script with ``torch.distributed.destroy_process_group()`` (the CLI does).
     """
+    started = time.monotonic()
     L.seed_everything(int(config.get("seed", 0)), workers=True)
     _selection(config)  # a bad value fails before training, not after
     recipe = get_recipe(config["task"])
@@ -166,6 +168,8 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
         chosen = f"best by {checkpoints[0].monitor}" if validate and select == "best" else (
             "last epoch, checkpoint.select: last" if validate else "last epoch, no validation set")  # fmt: skip
         print(f"tested checkpoint ({chosen}): {best}")
+        minutes, seconds = divmod(round(time.monotonic() - started), 60)
+        print(f"[{config.get('name', 'run')}] trained and tested in {minutes} min {seconds} s (wall clock)")
         command = recipe.inference_command(config) if hasattr(recipe, "inference_command") else None
         if command:
             print("use it: " + command.format(checkpoint=best))

@@ -47,7 +47,7 @@ def test_multistep_milestones_count_whole_run_epochs():
 @pytest.mark.parametrize(
     "cfg, match",
     [
-        ({"schedule": "cosine", "warmup_epochs": 10}, "warmup_epochs=10"),
+        ({"schedule": "cosine", "warmup_epochs": -1}, "warmup_epochs=-1"),
         ({"schedule": "cosine", "warmup_epochs": 2, "warmup_start_factor": 0.0}, "warmup_start_factor"),
         ({"schedule": "multistep"}, "milestones"),
         ({"schedule": "multistep", "milestones": [5, 3]}, "milestones"),
@@ -67,3 +67,11 @@ def test_a_schedule_needs_the_number_of_epochs(max_epochs):
     with pytest.raises(ValueError, match="set trainer.max_epochs"):
         build_optimization(params, {"name": "sgd", "schedule": "cosine"}, max_epochs)
     assert "lr_scheduler" not in build_optimization(params, {"name": "sgd", "schedule": "none"}, max_epochs)
+
+
+def test_a_warmup_longer_than_the_run_is_shortened_and_said(caplog):
+    """A one-epoch smoke run of a recipe that warms up for one epoch runs, saying what it changed."""
+    with caplog.at_level("WARNING"):
+        got = _lrs({"name": "sgd", "lr": 0.1, "schedule": "cosine", "warmup_epochs": 3}, 2)
+    assert "optim.warmup_epochs=3 does not fit trainer.max_epochs=2: warming up for 1" in caplog.text
+    assert got[0] < got[1] == pytest.approx(0.1)
