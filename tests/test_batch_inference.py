@@ -141,7 +141,7 @@ def test_inference_commands_refuse_checkpoints_of_other_tasks(tmp_path, capsys):
     assert "task 'points'" in err and "expected task 'tagging'" in err and "aug-attn classify" in err
     assert main(["classify", str(tmp_path / "x.wav"), "--checkpoint", str(tagger)]) == 2
     assert "task 'tagging'" in capsys.readouterr().err
-    assert main(["tag", str(tmp_path / "missing.wav"), "--checkpoint", str(tagger)]) == 2
+    assert main(["tag", str(tmp_path / "missing.wav"), "--checkpoint", str(tagger)]) == 1  # an error row, not the run's end
     assert "missing.wav: no such file or folder" in capsys.readouterr().err
 
 
@@ -163,7 +163,7 @@ def test_a_batch_that_fails_is_retried_file_by_file(tmp_path):
         (tmp_path / f"{name}.x").touch()
     files = expand_inputs([str(tmp_path / "f1.x"), str(tmp_path)], Fussy.suffixes)
     assert [f.name for f in files] == ["f1.x", "bad.x", "f3.x", "unreadable.x"]  # the file named first stays first
-    rows = predict_files(Fussy(), files, top=1, batch_size=4)
+    rows = [row for batch in predict_files(Fussy(), files, top=1, batch_size=4) for row in batch]
     assert [(Path(r.path).name, r.top, r.error) for r in rows] == [
         ("f1.x", [("no", pytest.approx(0.9))], None),
         ("bad.x", [], f"{tmp_path / 'bad.x'}: model failed"),
@@ -171,3 +171,41 @@ def test_a_batch_that_fails_is_retried_file_by_file(tmp_path):
         ("unreadable.x", [], f"{tmp_path / 'unreadable.x'}: unreadable"),
     ]
     assert isinstance(rows[0], Row)
+
+
+def test_rows_are_written_as_their_batch_finishes_and_bad_arguments_are_rows(tmp_path, caplog):
+    """A run stopped mid-way keeps the rows of the batches it finished; an argument naming nothing
+    is an error row in its place; --out into a missing folder is refused before any work."""
+    import json
+
+    from aug_attn_tasks.batch import RowWriter, _output_format
+
+    class Stops:
+        suffixes, labels = (".x",), ["no", "yes"]
+
+        def load(self, path: Path) -> float:
+            return 0.5
+
+        def predict(self, items: list[float]) -> torch.Tensor:
+            return torch.tensor([[0.5, 0.5]] * len(items))
+
+    for name in ("a", "b", "c", "d"):
+        (tmp_path / f"{name}.x").touch()
+    (tmp_path / "notes.txt").touch()
+    with caplog.at_level("WARNING"):
+        files = expand_inputs([str(tmp_path), str(tmp_path / "gone.x")], Stops.suffixes, missing="row")
+    assert "1 files of other types left out (1 .txt)" in caplog.text
+    assert files[-1] == f"{tmp_path / 'gone.x'}: no such file or folder"
+    for out in ("rows.csv", "rows.jsonl", "rows.json"):
+        writer = RowWriter(str(tmp_path / out), top=1)
+        batches = predict_files(Stops(), files, top=1, batch_size=2)
+        writer.write(next(batches))  # the first batch only: the run "is killed" here
+        text = (tmp_path / out).read_text()
+        assert str(tmp_path / "a.x") in text and str(tmp_path / "b.x") in text and "c.x" not in text
+        writer.write([row for batch in batches for row in batch])
+        writer.close()
+    records = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert json.loads((tmp_path / "rows.json").read_text()) == records
+    assert records[-1] == {"path": str(tmp_path / "gone.x"), "predictions": [], "error": f"{tmp_path / 'gone.x'}: no such file or folder"}
+    with pytest.raises(ValueError, match="the folder .*nowhere does not exist"):
+        _output_format(str(tmp_path / "nowhere" / "rows.csv"))
