@@ -30,10 +30,17 @@ COMMAND_MODULES: list[str] = ["aug_attn_tasks.batch", "aug_attn_tasks.explain", 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aug-attn", description="Attention-augmented convolution: train and use models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a model from a config, then test the best checkpoint")
+    overrides = (
+        "Any value of the config can be changed on the command line: --section.key VALUE, e.g. "
+        "--trainer.max_epochs 3 --data.root DIR --model.dropout 0.2 (values are read as YAML: "
+        "--model.channels '[32, 64]'). An unknown key is an error naming the closest known one."
+    )
+    train = sub.add_parser(
+        "train", help="train a model from a config, then test the best checkpoint", description=overrides + " See `aug-attn configs`."
+    )
     train.add_argument("config", help="shipped config name (see `aug-attn configs`) or path to a YAML file")
     train.add_argument("--resume", metavar="CKPT", help="resume training from this checkpoint (e.g. .../last.ckpt)")
-    test = sub.add_parser("test", help="evaluate a checkpoint written by `aug-attn train`")
+    test = sub.add_parser("test", help="evaluate a checkpoint written by `aug-attn train`", description=overrides)
     test.add_argument("checkpoint")
     test.add_argument(
         "--perturb",
