@@ -105,8 +105,8 @@ def test_tag_reports_a_missing_file(tiny_run, capsys):
     checkpoint = root / "runs" / "tiny" / "version_0" / "checkpoints" / "best.ckpt"
     if not checkpoint.is_file():
         pytest.skip("needs the checkpoint of test_train_then_tag_from_the_command_line")
-    assert main(["tag", str(root / "missing.wav"), "--checkpoint", str(checkpoint)]) == 2
-    assert "missing.wav" in capsys.readouterr().err
+    assert main(["tag", str(root / "missing.wav"), "--checkpoint", str(checkpoint)]) == 1  # its error row
+    assert "missing.wav: no such file or folder" in capsys.readouterr().err
 
 
 def test_a_non_finite_loss_stops_training_and_nan_weights_are_refused(tiny_run, tmp_path, monkeypatch, capsys):
@@ -161,3 +161,15 @@ def test_every_shipped_config_passes_the_key_checks():
         config = load_config(name)
         check_keys("", config, SECTIONS)
         check_keys("optim", config.get("optim", {}), OPTIM_KEYS)
+
+
+def test_every_shipped_data_section_passes_its_tasks_key_check():
+    from aug_attn_tasks.audio.datasets import DATA_KEYS as AUDIO
+    from aug_attn_tasks.config import available_configs, check_keys, load_config
+    from aug_attn_tasks.images.data import DATA_KEYS as IMAGES
+    from aug_attn_tasks.points.data import DATA_KEYS as POINTS
+
+    keys = {"tagging": AUDIO, "points": POINTS, "images": IMAGES}
+    for name in available_configs():
+        config = load_config(name)
+        check_keys("data", config["data"], keys[config["task"]])

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from aug_attn_tasks.config import check_keys
 from aug_attn_tasks.images.cifar import CIFAR_LAYOUTS, load_cifar
 from aug_attn_tasks.images.folder import imagefolder_classes, load_imagefolder
 from aug_attn_tasks.images.synthetic import SYNTHETIC_CLASSES, synthetic_images
@@ -97,6 +98,13 @@ def class_names_of(data_cfg: dict[str, Any]) -> list[str]:
     raise ValueError(f"data.dataset={dataset!r}: expected synthetic, imagefolder, {', '.join(CIFAR_LAYOUTS)}")
 
 
+# Every key of the images data section.
+DATA_KEYS = (
+    "dataset", "root", "image_size", "resize", "test_size", "num_train", "num_test", "synthetic_seed", "val_size",
+    "split_seed", "batch_size", "eval_batch_size", "num_workers", "augment", "crop_padding", "class_names",
+)  # fmt: skip
+
+
 class ImageDataModule(L.LightningDataModule):
     """Train/val/test loaders of uint8 images; batches become normalized float after transfer.
 
@@ -111,6 +119,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def __init__(self, cfg: dict[str, Any], seed: int = 0) -> None:
         super().__init__()
+        check_keys("data", cfg, DATA_KEYS)
         self.cfg, self.seed = cfg, seed
         self.num_classes = num_classes_of(cfg)
         self.splits: dict[str, TensorDataset] = {}

@@ -45,6 +45,7 @@ from aug_attn_tasks.points.datasets import (
     ShapeNetPart,
     SyntheticShapes,
 )
+from aug_attn_tasks.config import check_keys
 from aug_attn_tasks.loaders import eval_loader, train_loader
 from aug_attn_tasks.points.transforms import Compose, Jitter, RandomRotation, RandomScale, rotation_protocol
 
@@ -67,6 +68,13 @@ DATASETS = (
     "folder",
     "shapenet_part",
 )
+# Every key of the points data section (the loaders', the datasets', the recipe's).
+DATA_KEYS = (
+    "dataset", "root", "variant", "categories", "test_fraction", "up_axis", "num_train", "num_test", "synthetic_seed",
+    "num_points", "noise", "sampling", "sampling_seed", "mesh_points", "min_points", "allow_fewer", "skip_bad", "cache_dir",
+    "classes", "num_classes", "protocol", "test_rotations", "rotation_seed", "val_fraction", "split_seed", "augment",
+    "batch_size", "eval_batch_size", "num_workers", "use_normals", "class_names",
+)  # fmt: skip
 # Keys of the data section that do not change which shapes are read.
 _LOADER_KEYS = {
     "protocol", "test_rotations", "rotation_seed", "val_fraction", "split_seed", "augment",
@@ -195,6 +203,7 @@ class PointDataModule(L.LightningDataModule):
     def __init__(self, data_cfg: dict[str, Any]) -> None:
         super().__init__()
         self.cfg = dict(data_cfg)
+        check_keys("data", self.cfg, DATA_KEYS)
         if self.cfg.get("dataset", "synthetic") not in DATASETS:
             raise ValueError(f"data.dataset={self.cfg.get('dataset')!r}: expected one of {', '.join(DATASETS)}")
         self.protocols = evaluation_protocols(self.cfg)
