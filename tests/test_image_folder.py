@@ -84,3 +84,27 @@ def test_train_the_image_recipe_on_a_folder_of_png_and_jpeg(tmp_path, capsys):
     assert main(["plot", str(checkpoint.parent.parent)]) == 0
     assert capsys.readouterr().out.split() == ["wrote", str(checkpoint.parent.parent / "curves.png"), "wrote", str(checkpoint.parent.parent / "confusion_test.png")]
     assert_picture(checkpoint.parent.parent / "confusion_test.png")
+
+
+def test_images_decode_by_bit_depth_orientation_and_format(tmp_path):
+    """16-bit grey is scaled (not clipped to white), EXIF orientation is applied, and a file whose
+    content is not PNG or JPEG is refused whatever its name."""
+    ramp = (np.arange(16, dtype=np.uint16)[None, :].repeat(16, axis=0) * 4369)  # 0 .. 65535
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    grey = load_image(tmp_path / "deep.png", 16, "stretch")[0].float()
+    assert grey[0, 0] == 0 and grey[0, -1] == 255 and 100 < grey[0, 8] < 160  # a ramp, not solid white
+
+    tall = np.zeros((20, 10, 3), np.uint8)
+    tall[:10] = 255  # white top half
+    image = Image.fromarray(tall)
+    exif = image.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    upright = load_image(tmp_path / "rotated.jpg", 10, "stretch").float().mean(dim=0)
+    assert upright[:, 7:].mean() > 200 and upright[:, :3].mean() < 50  # the white half now on the right
+
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(tmp_path / "float.tiff")
+    (tmp_path / "float.png").write_bytes((tmp_path / "float.tiff").read_bytes())
+    with pytest.raises(ImageDecodeError, match="float.png: cannot decode image"):
+        load_image(tmp_path / "float.png", 8)

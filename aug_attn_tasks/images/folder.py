@@ -8,7 +8,8 @@ Layouts (``data.root``):
   (``val`` also accepted) that then replaces the validation split carved from train.
 
 Classes are the sorted names of the class folders that hold images (hidden folders are not classes).
-Every image is decoded to RGB and resized as ``data.resize`` says: ``crop`` (default) scales the
+Every image is decoded as PNG or JPEG (Pillow's other formats refused), turned upright by its EXIF
+orientation, brought to 8-bit RGB (16-bit grey scaled from its full range) and resized as ``data.resize`` says: ``crop`` (default) scales the
 shorter side to ``data.image_size`` and takes the centre square, ``stretch`` resizes to a square.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 __all__ = ["IMAGE_SUFFIXES", "ImageDecodeError", "load_image", "imagefolder_classes", "load_imagefolder"]
@@ -28,6 +29,7 @@ __all__ = ["IMAGE_SUFFIXES", "ImageDecodeError", "load_image", "imagefolder_clas
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_FORMATS = ("PNG", "JPEG")  # what Pillow may read them as: a TIFF or a PSD named .png is refused
 RESIZE_MODES = ("crop", "stretch")
 _SPLIT_FOLDERS = {"train": ("train",), "val": ("valid", "val"), "test": ("test",)}
 
@@ -36,13 +38,26 @@ class ImageDecodeError(ValueError):
     """An image file could not be decoded; the message names the file."""
 
 
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB. Pillow's ``convert("RGB")`` clips 16-bit and 32-bit grey (modes ``I;16``, ``I``)
+    at 255, so a 16-bit PNG would come out solid white: those are scaled from their full range
+    (65535, or the image's maximum for 32-bit integers beyond it) down to 8 bits first."""
+    if image.mode.startswith("I"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if values.max(initial=0) <= 65535 else float(values.max())
+        image = Image.fromarray(np.clip(np.round(values / top * 255), 0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
 def load_image(path: str | Path, size: int, resize: str = "crop") -> Tensor:
-    """Decode ``path`` to RGB and resize it to ``(3, size, size)`` uint8 (see the module doc for ``resize``)."""
+    """Decode ``path`` (PNG or JPEG, whatever its name says; EXIF orientation applied; 16-bit grey
+    scaled, not clipped) to RGB and resize it to ``(3, size, size)`` uint8 (see the module doc for
+    ``resize``)."""
     if resize not in RESIZE_MODES:
         raise ValueError(f"data.resize={resize!r}: expected one of {', '.join(RESIZE_MODES)}")
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        with Image.open(path, formats=IMAGE_FORMATS) as image:
+            image = _to_rgb(ImageOps.exif_transpose(image))
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
         raise ImageDecodeError(f"{path}: cannot decode image ({error})") from error
     width, height = image.size
