@@ -226,3 +226,28 @@ def test_datasets_feed_pyg_loaders_transforms_and_models(tmp_path: Path) -> None
                    "label": np.array([2]), "part": np.array([[5, 5, 6, 6]])}  # fmt: skip
     item = ToData()(part[0])
     assert item.y.tolist() == [5, 5, 6, 6] and item.category.tolist() == [2] and "normal" not in item
+
+
+def test_point_files_that_hold_no_real_points_are_refused_by_name(tmp_path: Path) -> None:
+    """An .npz named .npy, complex or empty arrays, an OFF face of -1 vertices: errors naming the file."""
+    np.savez(tmp_path / "archive.npz", pos=np.zeros((5, 3)))
+    (tmp_path / "archive.npy").write_bytes((tmp_path / "archive.npz").read_bytes())
+    np.save(tmp_path / "complex.npy", np.ones((5, 3), np.complex64))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3)))
+    (tmp_path / "face.off").write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n-1 0 1 2\n")
+    for name, match in [
+        ("archive.npy", "an .npz archive, not one .npy array"),
+        ("complex.npy", "expected real numbers, got dtype complex64"),
+        ("empty.npy", "empty array"),
+        ("face.off", "a face needs at least 3 vertex indices"),
+    ]:
+        with pytest.raises(ValueError, match=f"{name}: .*{match}"):
+            load_point_cloud(tmp_path / name)
+
+
+def test_huge_coordinates_normalise_without_collapsing() -> None:
+    """Coordinates near 1e200 square to inf in float64; the shape must keep its form, not collapse to a point."""
+    shape = np.random.default_rng(0).normal(size=(50, 3))
+    np.testing.assert_allclose(ds.normalize_unit_sphere(shape * 1e200), ds.normalize_unit_sphere(shape), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="degenerate point cloud"):
+        ds.normalize_unit_sphere(np.ones((4, 3)))

@@ -97,10 +97,13 @@ class Source(NamedTuple):
 def normalize_unit_sphere(pos: np.ndarray, name: str = "points") -> np.ndarray:
     """Centre ``pos (N, 3)`` on its mean and scale its farthest point to radius 1."""
     centred = pos - pos.mean(0)
-    scale = np.sqrt((centred**2).sum(1).max())
-    if not scale > 0:
-        raise ValueError(f"{name}: degenerate point cloud (all points coincide)")
-    return centred / scale
+    # Scaled by the largest coordinate before squaring: squares of coordinates near 1e200 overflow to
+    # inf, and dividing by that would put every point at the origin.
+    largest = np.abs(centred).max(initial=0.0)
+    if not (np.isfinite(largest) and largest > 0):
+        raise ValueError(f"{name}: degenerate point cloud (all points coincide, or coordinates beyond float range)")
+    centred = centred / largest
+    return centred / np.sqrt((centred**2).sum(1).max())
 
 
 def subsample_shape(

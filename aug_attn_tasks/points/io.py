@@ -66,7 +66,10 @@ def _check_faces(path: Path, faces: np.ndarray, num_vertices: int) -> None:
 def _off_face(line: str) -> np.ndarray:
     """``n i_1 .. i_n [colour ...]`` -> ``[n, i_1, .., i_n]`` (colours, int or float, are dropped)."""
     tokens = line.split()
-    return np.array(tokens[: 1 + int(tokens[0])], dtype=np.int64)
+    count = int(tokens[0])
+    if count < 3 or len(tokens) < 1 + count:
+        raise ValueError(f"face line {line.strip()!r}: a face needs at least 3 vertex indices, as many as its first number says")
+    return np.array(tokens[: 1 + count], dtype=np.int64)
 
 
 # Geomview's OFF header keyword: [ST][C][N][4][n]OFF. ST (texture coordinates) and C (colours) only
@@ -369,8 +372,15 @@ def read_npy(path: str | Path) -> np.ndarray:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot read NPY file ({err})") from err
+    if not isinstance(data, np.ndarray):  # np.load opens an .npz archive whatever the file is named
+        data.close()
+        raise ValueError(f"{path}: an .npz archive, not one .npy array; save the points with np.save")
     if data.ndim != 2:
         raise ValueError(f"{path}: expected a 2-D array (N, C), got shape {data.shape}")
+    if data.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: expected real numbers, got dtype {data.dtype} (complex or non-numeric values are not coordinates)")
+    if data.shape[0] == 0:
+        raise ValueError(f"{path}: empty array (no points)")
     return data.astype(np.float64)
 
 
