@@ -125,7 +125,7 @@ def test_urbansound8k_folds_and_class_ids(tmp_path):
         build_catalog({"layout": "urbansound8k", "root": str(tmp_path)})
 
 
-def test_gtzan_filtered_lists(tmp_path):
+def test_gtzan_filtered_lists(tmp_path, caplog):
     genres = tmp_path / "genres"
     for genre in ("blues", "jazz"):
         for i in range(4):
@@ -140,7 +140,14 @@ def test_gtzan_filtered_lists(tmp_path):
     assert catalog.tags == ["blues", "jazz"]
     assert catalog.keys["train"][0] == "blues/blues.00000.wav" and catalog.keys["valid"] == ["blues/blues.00002.wav", "jazz/jazz.00002.wav"]
     assert catalog.keys["test"] == ["jazz/jazz.00003.wav"] and catalog.targets["test"].tolist() == [1]
-    assert "blues/blues.00003.wav" not in sum(catalog.keys.values(), [])  # in no list: left out
+    assert "blues/blues.00003.wav" not in sum(catalog.keys.values(), [])  # in no list: left out, and counted
+    assert "1 of 8 clips are in no split list and are left out" in caplog.text
+    (split / "test_filtered.txt").write_text("jazz/jazz.00003.wav\nblues/blues.00001.wav\n")  # a training clip tested
+    with pytest.raises(ValueError, match=r"test_filtered.txt, line 2: blues/blues.00001.wav is already listed \(train_filtered.txt, line 2\)"):
+        build_catalog({"layout": "gtzan", "root": str(genres), "split_dir": str(split)})
+    (split / "test_filtered.txt").write_text("jazz/jazz.00003.wav\njazz/jazz.00003.au\n")  # twice
+    with pytest.raises(ValueError, match=r"line 2: jazz/jazz.00003.wav is already listed \(test_filtered.txt, line 1\)"):
+        build_catalog({"layout": "gtzan", "root": str(genres), "split_dir": str(split)})
     (split / "test_filtered.txt").write_text("jazz/jazz.00003.wav\nrock/rock.00001.au\n")
     with pytest.raises(ValueError, match=r"test_filtered.txt, line 2: rock/rock.00001.au not found"):
         build_catalog({"layout": "gtzan", "root": str(genres), "split_dir": str(split)})

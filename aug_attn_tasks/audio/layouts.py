@@ -183,6 +183,7 @@ def gtzan_catalog(cfg: dict[str, Any]) -> Catalog:
     root = _root(cfg)
     split_dir = Path(str(cfg.get("split_dir") or "{root}").replace("{root}", str(root)))
     items: dict[str, list[tuple[str, str]]] = {}
+    listed: dict[str, str] = {}  # key -> "list, line N" where it was first listed
     for split in SPLITS:
         path = split_dir / f"{split}_filtered.txt"
         if not path.is_file():
@@ -194,5 +195,12 @@ def gtzan_catalog(cfg: dict[str, Any]) -> Catalog:
             key = _gtzan_key(root, text.strip())
             if key is None:
                 raise ValueError(f"{path}, line {line}: {text.strip()} not found under {root} (with any of {', '.join(AUDIO_EXTENSIONS)})")
+            if key in listed:  # twice in a list, or in two splits: a leak between them
+                raise ValueError(f"{path}, line {line}: {key} is already listed ({listed[key]})")
+            listed[key] = f"{path.name}, line {line}"
             items[split].append((key, key.split("/")[0]))
+    on_disk = {f"{genre}/{p.name}" for genre in {key.split("/")[0] for key in listed} if (root / genre).is_dir() for p in audio_files(root / genre)}
+    unlisted = len(on_disk - set(listed))
+    if unlisted:  # the filtered lists leave out faulty clips on purpose: counted, not silent
+        log.warning("%s: %d of %d clips are in no split list and are left out (the lists' choice)", root, unlisted, len(on_disk))
     return labelled_catalog(items, sorted({label for _, label in items["train"]}), str(split_dir))
