@@ -95,7 +95,10 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
             if not isinstance(child, dict):
                 raise ConfigError(f"override --{key}: {part!r} is not a section")
             node = child
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override --{key}: {value!r} is not valid YAML ({str(error).splitlines()[0]})") from error
     return config
 
 

@@ -54,9 +54,11 @@ def load_checkpoint(
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or foreign files
         raise ValueError(f"{path}: not a readable aug-attn checkpoint ({error})") from error
-    config = state.get("hyper_parameters", {}).get("config")
+    config = state.get("hyper_parameters", {}).get("config") if isinstance(state, dict) else None
     if not isinstance(config, dict) or "state_dict" not in state:
         raise ValueError(f"{path}: checkpoint has no aug-attn config or state_dict; was it written by `aug-attn train`?")
+    if config.get("task") not in RECIPES:
+        raise ValueError(f"{path}: the checkpoint's config names task {config.get('task')!r}; expected one of {', '.join(RECIPES)}")
     recipe = get_recipe(config["task"])
     if tasks is not None and config["task"] not in tasks:
         command = recipe.inference_command(config) if hasattr(recipe, "inference_command") else None
@@ -66,6 +68,10 @@ def load_checkpoint(
     if bad is not None:
         raise ValueError(f"{path}: weight {bad} holds NaN or infinite values; the checkpoint cannot give finite outputs")
     module = recipe.build_module(config)
-    module.load_state_dict(state["state_dict"])
+    try:
+        module.load_state_dict(state["state_dict"])
+    except RuntimeError as error:  # missing, unexpected or mis-shaped weights
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"{path}: its weights do not fit the model its config describes ({first})") from error
     module.eval()
     return module, config

@@ -10,6 +10,7 @@ also writes ``last.ckpt`` every N optimizer steps, so a killed run loses at most
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ from aug_attn_tasks.confusion import write_confusions
 from aug_attn_tasks.recipes import get_recipe, load_checkpoint
 
 __all__ = ["fit", "evaluate", "RandomState", "FiniteLoss"]
+
+log = logging.getLogger(__name__)
 
 
 def _trainer(config: dict[str, Any], callbacks: list, logger, validate: bool = True) -> L.Trainer:
@@ -140,6 +143,10 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     L.seed_everything(int(config.get("seed", 0)), workers=True)
     _selection(config)  # a bad value fails before training, not after
     recipe = get_recipe(config["task"])
+    if resume:  # a file that is no checkpoint of this task fails here, named, not inside Lightning
+        _, saved = load_checkpoint(resume, tasks=(config["task"],))
+        if saved.get("name") != config.get("name"):
+            log.warning("resuming from %s, a checkpoint of run %r, with the config of %r", resume, saved.get("name"), config.get("name"))
     if hasattr(recipe, "resolve_config"):  # e.g. checkpoint.monitor: auto, data.sample_rate: native
         config = recipe.resolve_config(config)
     data, module = recipe.build_data(config), recipe.build_module(config)

@@ -173,3 +173,29 @@ def test_every_shipped_data_section_passes_its_tasks_key_check():
     for name in available_configs():
         config = load_config(name)
         check_keys("data", config["data"], keys[config["task"]])
+
+
+def test_broken_checkpoints_and_overrides_are_errors_not_tracebacks(tiny_run, tmp_path, capsys):
+    import torch
+
+    root, path = tiny_run
+    assert main(["train", str(path), "--output.dir", str(tmp_path / "runs")]) == 0
+    checkpoint = next((tmp_path / "runs").rglob("best.ckpt"))
+    capsys.readouterr()
+    state = torch.load(checkpoint, weights_only=True)
+    no_task = {**state, "hyper_parameters": {"config": {k: v for k, v in state["hyper_parameters"]["config"].items() if k != "task"}}}
+    torch.save(no_task, tmp_path / "no_task.ckpt")
+    wrong = {**state, "state_dict": {k: v[..., :1] if v.dim() else v for k, v in state["state_dict"].items()}}
+    torch.save(wrong, tmp_path / "wrong.ckpt")
+    (tmp_path / "random.ckpt").write_bytes(b"\x00\x01 not a checkpoint")
+    cases = [
+        (["test", str(tmp_path / "no_task.ckpt")], "no_task.ckpt: the checkpoint's config names task None"),
+        (["test", str(tmp_path / "wrong.ckpt")], "wrong.ckpt: its weights do not fit the model its config describes"),
+        (["train", str(path), "--resume", str(tmp_path / "random.ckpt")], "random.ckpt: not a readable aug-attn checkpoint"),
+        (["train", "risurconv_synthetic", "--resume", str(checkpoint)], "a checkpoint of task 'tagging', expected task 'points'"),
+        (["train", str(path), "--trainer.max_epochs", "[1"], "override --trainer.max_epochs: '[1' is not valid YAML"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err[-2000:]
