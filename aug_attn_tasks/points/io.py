@@ -270,6 +270,14 @@ def _read_ply_binary(element: _PlyElement, raw: bytes, offset: int, order: str) 
         dtype = np.dtype([(name, order + kind) for name, kind, _ in element.properties])
         data = np.frombuffer(raw, dtype=dtype, count=element.count, offset=offset)
         return {name: data[name] for name in dtype.names}, offset + dtype.itemsize * element.count
+    # The smallest record (every list empty) bounds how many records the bytes left can hold: a header
+    # declaring 10^9 faces in a 2 MB file is refused here, not after walking every record that fits.
+    smallest = sum(np.dtype(count_kind or kind).itemsize for _, kind, count_kind in element.properties)
+    if element.count * smallest > len(raw) - offset:
+        raise ValueError(
+            f"element {element.name!r} declares {element.count} records, the {len(raw) - offset} bytes left hold at most "
+            f"{(len(raw) - offset) // smallest}"
+        )
     columns: dict[str, list] = {name: [] for name, _, _ in element.properties}
     for _ in range(element.count):  # variable-size records (faces): walk them
         for name, kind, count_kind in element.properties:
