@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from aug_attn import attention_maps
 from aug_attn.banded import banded_block_attention, banded_is_faster, banded_supported
 from aug_attn.flex import band_table, flex_band_attention, flex_grid_attention, flex_supported
 from aug_attn.native import grid_attention, grid_attention_supported
@@ -406,8 +405,6 @@ class RelativeMultiheadAttention(nn.Module):
             raise ValueError(f"expected tokens (B, N, {self.in_channels}), got {tuple(x.shape)}")
         q, k, v = self.qkv(x).split([self.dk, self.dk, self.dv], dim=-1)  # (B, N, dk), (B, N, dk), (B, N, dv)
         q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))  # (B, h, N, d)
-        if attention_maps.recording():  # off by default: aug_attn.attention_maps.record_attention
-            attention_maps.observe(self, q, k, pos, key_padding_mask)
         out = relative_attention(
             q,
             k,

@@ -10,8 +10,10 @@ queries and keys, off the training path:
 - :class:`record_attention`: a context manager that records these weights for every
   :class:`~aug_attn.attention.RelativeMultiheadAttention` of a model that runs inside it.
 
-Recording is off by default; while no recorder is active the core pays one check of an empty list.
-Weights are float32 (whatever autocast does), detached, without dropout (eval semantics).
+The recorder works from outside, as timm's ``attention_extract`` does: it attaches forward hooks to
+the model's attention modules while it is active and removes them on exit; a hook recomputes the
+layer's queries and keys from its input. The core knows nothing of it and pays nothing when no one
+records. Weights are float32 (whatever autocast does), detached, without dropout (eval semantics).
 
 Example::
 
@@ -22,6 +24,8 @@ Example::
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,13 +33,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from aug_attn.attention import RelativeMultiheadAttention, split_heads
 from aug_attn.positional.base import RelativePositionEncoder
 
-__all__ = ["AttentionRecord", "record_attention", "attention_weights", "relative_logits", "recording", "observe"]
+__all__ = ["AttentionRecord", "record_attention", "attention_weights", "relative_logits"]
 
 DEFAULT_MAX_ELEMENTS = 1 << 24  # float32 logits per query block, as the core's default budget
-
-_ACTIVE: list[record_attention] = []
 
 
 def _query_blocks(tokens: int, block: int, rows: int, queries: Tensor | None) -> list[tuple[int, int]]:
@@ -162,36 +165,30 @@ class record_attention:
     """
 
     def __init__(self, model: nn.Module, queries: Sequence[int] | None = None) -> None:
-        self.names = {id(module): name for name, module in model.named_modules()}
-        self.queries = queries
+        self.model, self.queries = model, queries
         self.records: list[AttentionRecord] = []
+        self.handles: list[Any] = []
 
     def __enter__(self) -> list[AttentionRecord]:
-        _ACTIVE.append(self)
+        for name, module in self.model.named_modules():
+            if isinstance(module, RelativeMultiheadAttention):
+                self.handles.append(module.register_forward_hook(functools.partial(self._hook, name), with_kwargs=True))
         return self.records
 
     def __exit__(self, *exc: object) -> None:
-        _ACTIVE.remove(self)
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
 
-    def _record(self, module: nn.Module, q: Tensor, k: Tensor, pos: Any, key_padding_mask: Tensor | None) -> None:
-        name = self.names.get(id(module))
-        if name is None:
-            return
-        encoder = getattr(module, "encoder", None)
+    def _hook(self, name: str, module: RelativeMultiheadAttention, args: tuple, kwargs: dict, output: Tensor) -> None:
+        """Recompute the module's queries and keys from its input ``x (B, N, C)`` and record the weights."""
+        call = inspect.signature(module.forward).bind(*args, **kwargs)
+        call.apply_defaults()
+        x, pos, key_padding_mask = call.arguments["x"], call.arguments["pos"], call.arguments["key_padding_mask"]
         # float32 and no autocast: the weights a user reads should not carry bfloat16 rounding.
-        with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            q, k, _ = module.qkv(x.float()).split([module.dk, module.dk, module.dv], dim=-1)  # (B, N, dk) each
+            q, k = split_heads(q, module.num_heads), split_heads(k, module.num_heads)  # (B, h, N, d)
             queries = _check_queries(self.queries, q.shape[2])
-            weights = attention_weights(q.float(), k.float(), encoder, pos, key_padding_mask, queries)
+            weights = attention_weights(q, k, module.encoder, pos, key_padding_mask, queries)
         self.records.append(AttentionRecord(name, weights, queries, pos))
-
-
-def recording() -> bool:
-    """True while a :class:`record_attention` is active (the core's one check when it is off)."""
-    return bool(_ACTIVE)
-
-
-def observe(module: nn.Module, q: Tensor, k: Tensor, pos: Any, key_padding_mask: Tensor | None) -> None:
-    """Called by the core with a module's ``q, k (B, h, N, d)`` (queries not scaled): records them
-    in every active recorder that knows the module."""
-    for recorder in _ACTIVE:
-        recorder._record(module, q, k, pos, key_padding_mask)

@@ -5,7 +5,7 @@ import torch
 
 from aug_attn import AAConv1d, AAConv2d, RelativeMultiheadAttention, RelativePositionEncoder1d
 from aug_attn.attention import merge_heads
-from aug_attn.attention_maps import attention_weights, record_attention, recording, relative_logits
+from aug_attn.attention_maps import attention_weights, record_attention, relative_logits
 
 D = torch.float64
 
@@ -51,14 +51,27 @@ def test_weights_match_a_naive_softmax_with_clipped_offsets_and_padding():
     assert torch.allclose(rel[0, 1, 0, 0], (q[0, 1, 4] * r[0]).sum() / 2, atol=1e-12)  # offset -4 clipped to -3
 
 
+def hooked(model: torch.nn.Module) -> bool:
+    """Whether any module of ``model`` carries a forward hook (the recorder's, while it is active)."""
+    return any(module._forward_hooks for module in model.modules())
+
+
+def test_the_core_holds_no_recorder():
+    """The recorder attaches from outside: the core module imports nothing of it."""
+    import aug_attn.attention as core
+
+    assert not hasattr(core, "attention_maps") and "attention_maps" not in open(core.__file__).read()
+
+
 def test_recorded_weights_are_what_the_1d_layer_applies():
     torch.manual_seed(1)
     layer = AAConv1d(6, 8, kernel_size=3, stride=2, dk=8, dv=4, num_heads=2, max_distance=4).eval()
     x = torch.randn(3, 6, 21)
-    assert not recording()
+    assert not hooked(layer)
     with record_attention(layer) as records:
+        assert hooked(layer)
         out = layer(x)
-    assert not recording()
+    assert not hooked(layer)
     assert [r.name for r in records] == ["attn"] and records[0].pos == 11
     weights = records[0].weights  # (B, h, L_out, L_out)
     assert weights.shape == (3, 2, 11, 11) and torch.allclose(weights.sum(-1), torch.ones(3, 2, 11))
@@ -97,4 +110,4 @@ def test_only_the_given_model_is_recorded_and_bad_queries_are_named():
     with pytest.raises(ValueError, match=r"queries \[5\]"):
         with record_attention(model, queries=[5]):
             model(x)
-    assert not recording()
+    assert not hooked(model)
