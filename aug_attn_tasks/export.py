@@ -84,6 +84,7 @@ def export_module(module: torch.nn.Module, inputs: tuple[Tensor | None, ...], ou
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r}: expected one of {', '.join(FORMATS)}")
     module = module.eval()
+    name = type(module).__name__  # the user's model, also when wrapped below
     tensors = tuple(x for x in inputs if x is not None)
     dynamic: Any = tuple({0: torch.export.Dim.AUTO} for _ in tensors)
     if len(tensors) != len(inputs):  # the program takes the given inputs only, in their order
@@ -103,7 +104,7 @@ def export_module(module: torch.nn.Module, inputs: tuple[Tensor | None, ...], ou
     try:
         onnx_program = torch.onnx.export(program, tensors, dynamo=True, verbose=False)
     except Exception as error:  # the ONNX converter raises its own error types
-        raise ValueError(f"ONNX export of {type(module).__name__} failed ({type(error).__name__}); export it as .pt2") from error
+        raise ValueError(f"ONNX export of {name} failed ({type(error).__name__}); export it as .pt2") from error
     onnx_program.save(str(out))
     onnxruntime = import_extra("onnxruntime", "export", "checking the ONNX file")
     session = onnxruntime.InferenceSession(str(out))

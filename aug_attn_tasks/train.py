@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,20 @@ def _selection(config: dict[str, Any]) -> str:
     return select
 
 
+def _remove_unstarted_run(run_dir: Path) -> None:
+    """Remove the ``version_N`` folder of a run that failed before it logged a metric or wrote a
+    checkpoint (it holds at most ``hparams.yaml`` and empty folders); a run that got further is kept."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not run_dir.is_dir() or (distributed and torch.distributed.get_rank() != 0):
+        return
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    if all(p.name == "hparams.yaml" or p.name.startswith("events.out.tfevents") for p in files) and not any(
+        p.suffix == ".ckpt" for p in files
+    ):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        log.info("removed %s: the run failed before its first logged step", run_dir)
+
+
 def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callback] | None = None) -> dict[str, float]:
     """Train with checkpointing of the best model by ``checkpoint.monitor``, then test that model.
 
@@ -152,8 +167,13 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     data, module = recipe.build_data(config), recipe.build_module(config)
     validate = bool(getattr(data, "has_validation", True))
     checkpoints = _checkpoints(config, resume, validate)
-    trainer = _trainer(config, [*checkpoints, RandomState(), FiniteLoss(), *(callbacks or [])], _loggers(config), validate)
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    loggers = _loggers(config)
+    try:
+        trainer = _trainer(config, [*checkpoints, RandomState(), FiniteLoss(), *(callbacks or [])], loggers, validate)
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
+    except BaseException:
+        _remove_unstarted_run(Path(loggers[0].log_dir))
+        raise
     # The callbacks come in order of preference: the best by validation (when there is validation),
     # the epoch-end last.ckpt, the step-wise one (a run resumed after its final step saves nothing new).
     # checkpoint.select: last tests the last epoch's model even when there is validation.

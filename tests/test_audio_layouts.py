@@ -167,6 +167,25 @@ def test_folder_with_split_folders(tmp_path):
         build_catalog({"layout": "folder", "root": str(tmp_path)})
 
 
+def test_folder_without_split_folders_splits_each_class_in_proportion(tmp_path):
+    """Unequal classes (40 / 20 / 10 clips): each class gives its own 10% to validation and test,
+    so a rare class is never left out of evaluation; seeded by data.split_seed."""
+    sizes = {"bird": 10, "cat": 40, "dog": 20}
+    for label, count in sizes.items():
+        for i in range(count):
+            _wav(tmp_path / label / f"{i}.wav", seconds=0.01)
+    cfg = {"layout": "folder", "root": str(tmp_path), "valid_fraction": 0.1, "test_fraction": 0.1}
+    catalog = build_catalog(cfg)
+    for split, share in (("valid", 0.1), ("test", 0.1)):
+        counts = np.bincount(catalog.targets[split], minlength=3).tolist()
+        assert counts == [round(share * sizes[t]) for t in catalog.tags], (split, counts)
+    assert np.bincount(catalog.targets["train"]).tolist() == [8, 32, 16]
+    keys = {s: set(k) for s, k in catalog.keys.items()}
+    assert not (keys["train"] & keys["valid"] or keys["train"] & keys["test"] or keys["valid"] & keys["test"])
+    assert build_catalog(cfg).keys == catalog.keys
+    assert build_catalog({**cfg, "split_seed": 1}).keys["test"] != catalog.keys["test"]
+
+
 def test_csv_with_a_label_column_is_single_label(tmp_path):
     rows = [("a/0.wav", "yes", "train", "s1"), ("a/1.wav", "no", "train", "s1"), ("a/2.wav", "yes", "valid", "s2"), ("a/3.wav", "no", "test", "s3")]
     for path, *_ in rows:

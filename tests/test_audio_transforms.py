@@ -114,6 +114,36 @@ def test_augment_is_seeded_by_torch_and_uses_background_noise():
 TINY_PLAIN = {"name": "plaincnn", "channels": [8, 8, 16], "kernel_size": 16, "stride": 4, "pool": 4, "normalize": "peak"}
 
 
+@pytest.mark.parametrize(("speed_prob", "noise_prob"), [(0.8, 0.3), (0.2, 0.7)])
+def test_each_augmentation_fires_at_its_stated_rate(monkeypatch, speed_prob, noise_prob):
+    """Over 2,000 clips at a fixed seed, speed change, noise and polarity flip each fire at their
+    configured probability (a swapped or inverted probability is off by 0.4 or more)."""
+    import aug_attn_tasks.audio.transforms as transforms
+
+    fired = {"speed": 0, "noise": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            fired[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(transforms, "change_speed", counted("speed", transforms.change_speed))
+    monkeypatch.setattr(transforms, "mix_at_snr", counted("noise", transforms.mix_at_snr))
+    cfg = {"speed": [0.9, 1.1], "speed_prob": speed_prob, "snr_db": [10, 20], "noise_prob": noise_prob, "polarity": True}
+    augment = WaveAugment(cfg, window=32, sample_rate=RATE)
+    clip = np.linspace(0.1, 0.5, 32, dtype=np.float32)  # positive: a flipped clip sums below zero
+    torch.manual_seed(0)
+    n, flipped = 2000, 0
+    for _ in range(n):
+        flipped += int(float(augment(clip).sum()) < 0)
+    tolerance = 4 * math.sqrt(0.25 / n)  # 4 standard deviations of a rate
+    assert abs(fired["speed"] / n - speed_prob) < tolerance, fired
+    assert abs(fired["noise"] / n - noise_prob) < tolerance, fired
+    assert abs(flipped / n - 0.5) < tolerance, flipped
+
+
 def test_single_label_training_writes_accuracy_and_a_confusion_matrix(tmp_path, capsys):
     from aug_attn_tasks.cli import main
 

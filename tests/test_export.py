@@ -110,8 +110,8 @@ class _CategoryLast(torch.nn.Module):
 
 
 class _Normals(torch.nn.Module):
-    def forward(self, pos: torch.Tensor) -> torch.Tensor:
-        return estimate_normals(pos, 8)
+    def forward(self, pos: torch.Tensor, normal: torch.Tensor | None = None) -> torch.Tensor:
+        return estimate_normals(pos, 8) if normal is None else normal
 
 
 def test_onnx_export_of_estimated_normals_is_refused_with_advice(tmp_path: Path) -> None:
@@ -119,6 +119,10 @@ def test_onnx_export_of_estimated_normals_is_refused_with_advice(tmp_path: Path)
     pytest.importorskip("onnxscript")
     with pytest.raises(ValueError, match="export it as .pt2"):
         export_module(_Normals(), (torch.randn(2, 32, 3),), tmp_path / "normals.onnx", "onnx")
+    # Called without normals (the None left out of the program by an internal wrapper): the error
+    # still names the user's model.
+    with pytest.raises(ValueError, match=r"ONNX export of _Normals failed .*export it as .pt2"):
+        export_module(_Normals(), (torch.randn(2, 32, 3), None), tmp_path / "normals.onnx", "onnx")
 
 
 def test_export_command_on_a_trained_checkpoint(tmp_path: Path, capsys) -> None:

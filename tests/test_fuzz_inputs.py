@@ -33,7 +33,7 @@ from PIL import Image
 
 from tiny_checkpoints import IMAGES, POINTS, TAGGING, write_checkpoint
 
-MAX_RSS_GB = 1.5
+MAX_RSS_GB = 1.0
 MAX_SECONDS = 60.0
 TRUNCATIONS = 8
 FLIPS = 10

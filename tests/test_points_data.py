@@ -583,7 +583,17 @@ def test_rotation_protocol_parsing() -> None:
     train, test = rotation_transforms("z/SO3", up_axis="y", test_seed=3)
     assert (train.kind, train.seed, test.kind, test.seed, test.up_axis) == ("z", None, "so3", 3, "y")
     data = ds.SyntheticShapes(4, 64, seed=0, transform=test)
-    assert torch.equal(data[1]["pos"], data[1]["pos"])  # a reproducible rotated test set
+    first = data[1]["pos"].clone()
+    # A reproducible rotated test set: the same rotation on every access and in a fresh copy ...
+    assert torch.equal(data[1]["pos"], first)
+    again = ds.SyntheticShapes(4, 64, seed=0, transform=rotation_transforms("z/SO3", up_axis="y", test_seed=3)[1])
+    assert torch.equal(again[1]["pos"], first)
+    # ... that does rotate, and that another test seed rotates differently.
+    plain = ds.SyntheticShapes(4, 64, seed=0)[1]["pos"]
+    assert not torch.allclose(first, plain, atol=1e-3)
+    torch.testing.assert_close(first.norm(dim=-1), plain.norm(dim=-1), atol=1e-5, rtol=1e-5)
+    other = ds.SyntheticShapes(4, 64, seed=0, transform=rotation_transforms("z/SO3", up_axis="y", test_seed=4)[1])
+    assert not torch.allclose(other[1]["pos"], first, atol=1e-3)
 
 
 @pytest.mark.parametrize("sampling", ["fps", "random", "first"])

@@ -83,3 +83,16 @@ def test_loader_position_applies_to_its_own_epoch_only() -> None:
     mid.load_state_dict({"epoch": 1, "batches": 1})
     assert _epoch(mid, 1) == epochs[1][1:] and _epoch(mid, 2) == epochs[2]
     assert mid.state_dict() == {"epoch": 2, "batches": 4}
+
+
+def test_a_failed_start_leaves_no_empty_run_folder(tmp_path: Path, capsys) -> None:
+    """A run that fails before its first logged step (here: a learning rate torch refuses, found when
+    the optimizer is built inside fit) removes its version_N folder; a finished run's folder stays."""
+    from aug_attn_tasks.cli import main
+
+    config = write_config(tmp_path, "points")
+    assert main(["train", str(config), "--optim.lr", "-1"]) != 0
+    assert "learning rate" in capsys.readouterr().err
+    assert not list((tmp_path / "runs").rglob("version_*"))
+    assert main(["train", str(config)]) == 0
+    assert [p.name for p in (tmp_path / "runs").rglob("version_*")] == ["version_0"]
