@@ -1,7 +1,8 @@
 """The ``aug-attn`` command.
 
-``aug-attn train CONFIG [--section.key VALUE ...] [--resume CKPT]``: train, keep the best
-checkpoint by the config's validation metric, test it, print the metrics.
+``aug-attn train CONFIG [--name NAME] [--section.key VALUE ...] [--resume CKPT]``: train, keep the
+best checkpoint by the config's validation metric, test it, print the metrics; the run goes to
+``<output.dir>/NAME/version_N`` (default NAME: the config's ``name``, else its file name).
 ``aug-attn test CHECKPOINT [--section.key VALUE ...] [--perturb KIND [--strengths S,...]]``: evaluate a
 checkpoint (``--perturb``: audio robustness over a grid of strengths, :mod:`aug_attn_tasks.audio.robustness`).
 ``aug-attn export CHECKPOINT OUT [--format pt2|onnx] [--batch-size B]``: export the model for deployment.
@@ -39,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a model from a config, then test the best checkpoint", description=overrides + " See `aug-attn configs`."
     )
     train.add_argument("config", help="shipped config name (see `aug-attn configs`) or path to a YAML file")
+    train.add_argument(
+        "--name",
+        help="name of the run: it goes to <output.dir>/NAME/version_N (output.dir defaults to runs) instead of the "
+        "folder named after the config (its name key, else its file name); one folder name, without '/' or '\\'",
+    )
     train.add_argument("--resume", metavar="CKPT", help="resume training from this checkpoint (e.g. .../last.ckpt)")
     test = sub.add_parser("test", help="evaluate a checkpoint written by `aug-attn train`", description=overrides)
     test.add_argument("checkpoint")
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from aug_attn_tasks.train import fit
 
-            fit(load_config(args.config, overrides), resume=args.resume)
+            fit(load_config(args.config, overrides, run_name=args.name), resume=args.resume)
             release_process_group()
             return 0
         if args.command == "test":

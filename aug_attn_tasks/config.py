@@ -5,6 +5,7 @@ A config is a nested mapping with the sections ``task`` (recipe name), ``seed``,
 (``monitor``, ``mode``) and ``output`` (run directory). Named configs ship in
 ``aug_attn_tasks/configs/<name>.yaml``; any path to a YAML file works too.
 Overrides look like ``--trainer.max_epochs 3`` or ``--model.num_heads=4``; values are parsed as YAML.
+``name`` (default: the file's stem) names the run folder, ``<output.dir>/<name>/version_N``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from typing import Any
 
 import yaml
 
-__all__ = ["available_configs", "load_config", "apply_overrides", "check_keys", "parameter_names", "ConfigError", "SECTIONS"]
+__all__ = [
+    "available_configs",
+    "load_config",
+    "apply_overrides",
+    "check_keys",
+    "check_run_name",
+    "parameter_names",
+    "ConfigError",
+    "SECTIONS",
+]
 
 SECTIONS = ("task", "name", "seed", "data", "model", "optim", "loss", "trainer", "checkpoint", "output")
 
@@ -102,8 +112,21 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
     return config
 
 
-def load_config(name_or_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Read a shipped or user config and apply overrides."""
+def check_run_name(name: Any) -> str:
+    """``name`` if it can name a run folder (``<output.dir>/<name>/version_N``): a non-empty string
+    that is one plain folder name; else a :class:`ConfigError` saying why."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"run name {name!r}: expected a non-empty folder name")
+    if "/" in name or "\\" in name or name in (".", "..") or any(ord(c) < 32 for c in name):
+        raise ConfigError(
+            f"run name {name!r}: expected one folder name, without '/' or '\\' (the run goes to <output.dir>/<name>/version_N)"
+        )
+    return name
+
+
+def load_config(name_or_path: str, overrides: list[str] | None = None, run_name: str | None = None) -> dict[str, Any]:
+    """Read a shipped or user config and apply overrides. ``run_name`` (``aug-attn train --name``)
+    replaces the config's ``name``, which defaults to the file's stem."""
     path = _resolve(name_or_path)
     with open(path, encoding="utf-8") as handle:
         try:
@@ -113,6 +136,9 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> dict[s
     if not isinstance(config, dict) or "task" not in config:
         raise ConfigError(f"{path}: a config must be a mapping with a 'task' key")
     config = apply_overrides(config, overrides or [])
+    if run_name is not None:
+        config["name"] = run_name
     config.setdefault("name", path.stem)
     check_keys("", config, SECTIONS)
+    check_run_name(config["name"])
     return config
