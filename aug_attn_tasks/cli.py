@@ -6,7 +6,8 @@ best checkpoint by the config's validation metric, test it, print the metrics; t
 ``aug-attn test CHECKPOINT [--section.key VALUE ...] [--perturb KIND [--strengths S,...]]``: evaluate a
 checkpoint (``--perturb``: audio robustness over a grid of strengths, :mod:`aug_attn_tasks.audio.robustness`).
 ``aug-attn export CHECKPOINT OUT [--format pt2|onnx] [--batch-size B]``: export the model for deployment.
-``aug-attn configs``: list the shipped configs.
+``aug-attn configs [--names]``: list the shipped configs, one line each (task, model, the time and
+first sentence of the YAML's header comment), or their names only.
 ``aug-attn tag|classify PATH [PATH ...] --checkpoint CKPT``: batch inference (:mod:`aug_attn_tasks.batch`).
 ``aug-attn explain INPUT --checkpoint CKPT --out FILE.png``: what a model attends to (:mod:`aug_attn_tasks.explain`).
 ``aug-attn plot RUN_DIR [--out DIR]``: training curves and test pictures of a run (:mod:`aug_attn_tasks.plot`).
@@ -20,7 +21,7 @@ import importlib
 import sys
 
 from aug_attn.optional import MissingExtraError
-from aug_attn_tasks.config import ConfigError, available_configs, load_config
+from aug_attn_tasks.config import ConfigError, available_configs, configs_table, describe_config, load_config
 
 __all__ = ["main", "build_parser"]
 
@@ -59,7 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out", help="output file, e.g. model.pt2 or model.onnx")
     export.add_argument("--format", choices=["pt2", "onnx"], help="default: from OUT's suffix, else pt2")
     export.add_argument("--batch-size", type=int, default=2, help="batch size of the example inputs traced")
-    sub.add_parser("configs", help="list the shipped configs")
+    configs = sub.add_parser(
+        "configs",
+        help="list the shipped configs",
+        description="One line per shipped config: its name, task, model (+attention when the model's attention is on), "
+        "the running time its header comment states (as written there: CPU or wall clock, on the machine it names; "
+        "'-' if it states none) and the header's first sentence. Train one with `aug-attn train NAME`.",
+    )
+    configs.add_argument("--names", action="store_true", help="print the names only, one per line")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
     return parser
@@ -88,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--strengths goes with --perturb")
     try:
         if args.command == "configs":
-            print("\n".join(available_configs()))
+            names = available_configs()
+            print("\n".join(names) if args.names else configs_table(describe_config(name) for name in names))
             return 0
         if args.command == "train":
             from aug_attn_tasks.train import fit

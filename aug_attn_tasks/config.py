@@ -6,6 +6,8 @@ A config is a nested mapping with the sections ``task`` (recipe name), ``seed``,
 ``aug_attn_tasks/configs/<name>.yaml``; any path to a YAML file works too.
 Overrides look like ``--trainer.max_epochs 3`` or ``--model.num_heads=4``; values are parsed as YAML.
 ``name`` (default: the file's stem) names the run folder, ``<output.dir>/<name>/version_N``.
+A shipped config opens with a comment that describes it; :func:`describe_config` reads that header
+for ``aug-attn configs``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,12 @@ __all__ = [
     "check_keys",
     "check_run_name",
     "parameter_names",
+    "describe_config",
+    "header_comment",
+    "first_sentence",
+    "stated_time",
+    "configs_table",
+    "ConfigSummary",
     "ConfigError",
     "SECTIONS",
 ]
@@ -142,3 +152,78 @@ def load_config(name_or_path: str, overrides: list[str] | None = None, run_name:
     check_keys("", config, SECTIONS)
     check_run_name(config["name"])
     return config
+
+
+@dataclass(frozen=True)
+class ConfigSummary:
+    """One line of ``aug-attn configs``: what the config's YAML and its header comment say."""
+
+    name: str
+    task: str
+    model: str
+    time: str | None
+    description: str
+
+
+# A full stop ends a sentence unless it ends an abbreviation ("et al.", "e.g.").
+_SENTENCE_END = re.compile(r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\betc)(?<!\bcf)(?<!\bvs)\.(?=\s|$)")
+# A duration as headers write it ("about 2 minutes", "79 s", "3-6 min", "330 CPU seconds") and the
+# rest of its clause, which must say it is CPU or wall time ("1 s at 16 kHz" is a clip length).
+_DURATION = re.compile(
+    r"(?:\babout |~)?\b\d[\d,.]*(?: ?- ?\d[\d,.]*)? ?(?:CPU )?(?:s|sec|seconds?|min|minutes?|h|hours?)\b"
+    r"(?:(?!; |, |: |\. |[()]).)*"
+)
+_TIME_WORDS = re.compile(r"\b(?:CPU|wall|cores?)\b")
+
+
+def header_comment(text: str) -> str:
+    """The comment lines at the top of a YAML file, without ``#``, joined into one line with single spaces."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:].strip())
+    return " ".join(" ".join(lines).split())
+
+
+def first_sentence(text: str) -> str:
+    """``text`` up to its first full stop that is not an abbreviation's (all of it if none)."""
+    end = _SENTENCE_END.search(text)
+    return text[: end.end()] if end else text
+
+
+def stated_time(text: str) -> str | None:
+    """The first CPU or wall-clock time ``text`` states, with its clause ("about 2 minutes of CPU
+    time", "79 s wall", "3-6 min for 882 training scans on one busy core"); None if it states none."""
+    for match in _DURATION.finditer(text):
+        if _TIME_WORDS.search(match.group()):
+            return match.group().strip()
+    return None
+
+
+def describe_config(name_or_path: str) -> ConfigSummary:
+    """Task, model (``model.name`` or ``model.arch``, ``+attention`` when ``model.attention`` is
+    set), the header's first sentence and the time it states, of a shipped or user config."""
+    path = _resolve(name_or_path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from error
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config must be a mapping with a 'task' key")
+    model_cfg = config.get("model") or {}
+    model = str(model_cfg.get("name") or model_cfg.get("arch") or "-")
+    if model_cfg.get("attention"):
+        model += "+attention"
+    header = header_comment(text)
+    return ConfigSummary(path.stem, str(config.get("task", "-")), model, stated_time(header), first_sentence(header) or "-")
+
+
+def configs_table(summaries: Iterable[ConfigSummary]) -> str:
+    """One line per config under a header, columns ``CONFIG TASK MODEL TIME DESCRIPTION``, each
+    but the last padded to its widest entry, separated by two spaces; a missing time is ``-``."""
+    rows = [("CONFIG", "TASK", "MODEL", "TIME", "DESCRIPTION")]
+    rows += [(s.name, s.task, s.model, s.time or "-", s.description) for s in summaries]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4] for row in rows)
