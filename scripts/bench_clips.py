@@ -40,6 +40,7 @@ TSV`` prints that table for the rows of an earlier run). A failed run is reporte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -91,13 +92,16 @@ def write_fold(root: Path, fold: int, hide_test: bool) -> Path:
         for path in speakers[valid]:
             link = copies / path.name
             if not link.exists():
-                link.symlink_to(Path("..") / "recordings" / path.name)
+                with contextlib.suppress(FileExistsError):  # another run of this fold made it just now
+                    link.symlink_to(Path("..") / "recordings" / path.name)
             rows.append((f"valcopy/{path.name}", path.stem.split("_")[0], "test", valid))
     csv_path = root / f"fold{fold}{'-hidden' if hide_test else ''}.csv"
-    with open(csv_path, "w", newline="") as handle:
+    partial = csv_path.with_name(f".{csv_path.name}.{os.getpid()}")
+    with open(partial, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "split", "speaker"])
         writer.writerows(rows)
+    os.replace(partial, csv_path)  # atomic: a run of this fold reading it meanwhile sees a whole file
     return csv_path
 
 
@@ -114,13 +118,16 @@ def hidden_csv(csv_path: Path) -> Path:
         link = csv_path.parent / "valcopy" / row["path"]
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
-            link.symlink_to(Path(os.path.relpath(csv_path.parent / row["path"], link.parent)))
+            with contextlib.suppress(FileExistsError):
+                link.symlink_to(Path(os.path.relpath(csv_path.parent / row["path"], link.parent)))
         copies.append({**row, "path": f"valcopy/{row['path']}", "split": "test"})
     hidden = csv_path.with_name(f"{csv_path.stem}-hidden.csv")
-    with open(hidden, "w", newline="") as handle:
+    partial = hidden.with_name(f".{hidden.name}.{os.getpid()}")
+    with open(partial, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows + copies)
+    os.replace(partial, hidden)
     return hidden
 
 
