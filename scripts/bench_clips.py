@@ -19,7 +19,7 @@ With ``--csv`` it does the same to the CSV's test rows (``<name>-hidden.csv`` be
 The config ``textbook`` runs ``scripts/textbook_baseline.py`` on the same CSV (a plain torch loop
 outside the toolkit, the calibration every recipe is read against); it takes no overrides.
 
-Usage (the development benchmarks of the README)::
+Usage (the development benchmarks of docs/audio.md)::
 
     python scripts/bench_clips.py --speakers /work/data/fsdd5 --folds 0 1 2 --seeds 0 1 --jobs 2 \
         --configs textbook plaincnn_clips samplecnn_clips muslcat_clips --out bench_speakers.tsv

@@ -1,7 +1,7 @@
 """kNN and FPS of the two neighbour backends side by side: pure torch and PyG's ``torch_cluster``.
 
 Prints, per case, the median time of each backend and their ratio, and checks that both return the
-same indices. ``torch_cluster`` is the ``cluster`` extra (README "Extras"); without it the script says
+same indices. ``torch_cluster`` is the ``cluster`` extra (the README's table of extras); without it the script says
 so and times the torch path alone.
 
 Usage::

@@ -21,7 +21,7 @@ Architectures follow the originals: WRN-d-k is Zagoruyko & Komodakis 2016 (pre-a
 basic blocks, 1x1 projection shortcuts where the shape changes); ResNet-18/34/50 follow He et al.
 2016 with the stride on the 3x3 conv of the bottleneck ("v1.5", as torchvision), plus a CIFAR stem
 (3x3 conv, no max-pool) for 32x32 inputs. Plain parameter counts equal the published ones
-(see ``tests/test_images.py`` and the README table).
+(see ``tests/test_images.py`` and the table in ``docs/images.md``).
 """
 
 from __future__ import annotations
