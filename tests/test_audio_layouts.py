@@ -227,7 +227,7 @@ def test_clip_recipes_train_on_a_speech_commands_folder(recipe, tmp_path):
     done = subprocess.run([*command, "--data.batch_size", "2"], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"[{recipe}] test accuracy:" in done.stdout, done.stdout[-2000:]
-    run_dir = sorted((tmp_path / "runs" / recipe).glob("version_*"))[-1]  # the refused run took version_0
+    run_dir = sorted((tmp_path / "runs" / recipe).glob("version_*"))[-1]  # the refused run left no folder
     assert (run_dir / "confusion_matrix.tsv").is_file() and (run_dir / "test_metrics.json").is_file()
     # Per-clip predictions: every test clip once, in the list's order; they give the reported accuracy.
     with open(run_dir / "predictions.csv", newline="") as handle:
