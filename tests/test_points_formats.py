@@ -228,6 +228,34 @@ def test_datasets_feed_pyg_loaders_transforms_and_models(tmp_path: Path) -> None
     assert item.y.tolist() == [5, 5, 6, 6] and item.category.tolist() == [2] and "normal" not in item
 
 
+def test_random_rotation_turns_normals_with_positions_on_pyg_data() -> None:
+    """RandomRotation on a PyG Data (after ToData) turns pos and normal by the same seeded rotation
+    as on the sample dict, so RISurConv's logits do not change; PyG's RandomRotate turns pos only."""
+    import torch
+    import torch_geometric.transforms as T
+
+    from aug_attn.models import RISurConvClassifier
+    from aug_attn_tasks.points.transforms import RandomRotation, ToData
+
+    sample = ds.SyntheticShapes(4, 64, seed=0)[2]
+    rotation = RandomRotation("so3", seed=5)
+    by_dict = ToData()(rotation(sample))
+    by_data = rotation(ToData()(sample))
+    torch.testing.assert_close(by_data.pos, by_dict.pos)
+    torch.testing.assert_close(by_data.normal, by_dict.normal)
+    assert not torch.allclose(by_data.normal, sample["normal"], atol=1e-3)  # it did turn
+    torch.testing.assert_close((by_data.pos * by_data.normal).sum(-1), (sample["pos"] * sample["normal"]).sum(-1), atol=1e-5, rtol=0)
+    torch.manual_seed(0)
+    model = RISurConvClassifier(4, samples=(16,), neighbors=(8,), channels=(16,), global_channels=16, transformer_layers=0,
+                                head_channels=(8,), num_heads=2, feature_channels=(8, 16)).eval()  # fmt: skip
+    with torch.no_grad():
+        reference = model(ToData()(sample))
+        torch.testing.assert_close(model(by_data), reference, atol=1e-4, rtol=1e-4)
+        torch.manual_seed(1)
+        pos_only = T.RandomRotate(90, axis=0)(ToData()(sample))  # normals left behind
+        assert torch.equal(pos_only.normal, sample["normal"]) and not torch.equal(pos_only.pos, sample["pos"])
+
+
 def test_point_files_that_hold_no_real_points_are_refused_by_name(tmp_path: Path) -> None:
     """An .npz named .npy, complex or empty arrays, an OFF face of -1 vertices: errors naming the file."""
     np.savez(tmp_path / "archive.npz", pos=np.zeros((5, 3)))

@@ -105,6 +105,10 @@ class RandomRotation:
 
     With ``seed`` set, the rotation of a sample depends only on ``(seed, sample["index"])``:
     reproducible rotated test sets. Without it, the global torch RNG (augmentation during training).
+
+    Takes a sample dict or a PyTorch Geometric ``Data`` (after :class:`ToData`): either way ``normal``
+    turns with ``pos``. PyG's own ``RandomRotate`` turns ``pos`` only, which silently breaks a model
+    that reads normals (RISurConv's invariance); use this one in PyG pipelines.
     """
 
     def __init__(self, kind: str = "so3", up_axis: str = "z", seed: int | None = None) -> None:
@@ -114,10 +118,20 @@ class RandomRotation:
             raise ValueError(f"up_axis must be one of {sorted(AXES)}, got {up_axis!r}")
         self.kind, self.up_axis, self.seed = kind, up_axis, seed
 
-    def __call__(self, sample: Sample) -> Sample:
+    def __call__(self, sample: Any) -> Any:
         if self.kind == "none":
             return sample
-        return rotate(sample, random_rotation(self.kind, self.up_axis, _sample_generator(self.seed, sample)))
+        if isinstance(sample, dict):
+            return rotate(sample, random_rotation(self.kind, self.up_axis, _sample_generator(self.seed, sample)))
+        index = getattr(sample, "index", None)  # a PyG Data: ToData keeps the sample's index as (1,)
+        rotation = random_rotation(self.kind, self.up_axis, _sample_generator(self.seed, {} if index is None else {"index": index}))
+        fields = {"pos": sample.pos, "normal": getattr(sample, "normal", None)}
+        rotated = rotate(fields, rotation)
+        out = sample.clone()
+        out.pos = rotated["pos"]
+        if fields["normal"] is not None:
+            out.normal = rotated["normal"]
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kind={self.kind!r}, up_axis={self.up_axis!r}, seed={self.seed})"
@@ -190,6 +204,8 @@ class ToData:
     ``y`` is the class ``(1,)`` (batched to ``(B,)``, PyG's graph-label convention); for part
     segmentation ``y`` is the per-point part ``(N,)`` and ``category (1,)`` the object class (PyG's
     ``ShapeNet`` convention). ``normal`` is left out when the data has none (``(N, 0)``).
+    Rotate with :class:`RandomRotation` (before or after this), which turns normals with positions;
+    PyG's ``RandomRotate`` turns ``pos`` only.
     """
 
     def __call__(self, sample: Sample) -> Any:
