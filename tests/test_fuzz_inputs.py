@@ -21,7 +21,6 @@ import os
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -119,24 +118,36 @@ def _image_inputs(folder: Path, rng: np.random.Generator) -> None:
         (folder / f"fuzz{i:03d}.{suffix}").write_bytes(data)
 
 
-def _run_measured(argv: list[str], env: dict[str, str], stderr_path: Path) -> tuple[int, str, float, float]:
-    """Run ``argv``; return its exit code, stderr, wall seconds and its own peak RSS in GB.
+# Runs the CLI in this interpreter and, at exit, writes the process's own high-water RSS (VmHWM,
+# per address space, so it starts afresh at exec) to the file named by the first argument.
+_PEAK_PROBE = """
+import atexit, runpy, sys
+peak_file = sys.argv.pop(1)
+def _write_peak():
+    with open("/proc/self/status") as status, open(peak_file, "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))  # KiB
+atexit.register(_write_peak)
+sys.argv[0] = "aug-attn"
+runpy.run_module("aug_attn_tasks.cli", run_name="__main__", alter_sys=True)
+"""
 
-    The peak comes from ``os.wait4`` on this one child: ``RUSAGE_CHILDREN`` would report the largest
-    of every child the test process ever waited for (a training run earlier in the session, say).
+
+def _run_measured(args: list[str], env: dict[str, str], folder: Path) -> tuple[int, str, float, float]:
+    """Run ``aug-attn ARGS``; return its exit code, stderr, wall seconds and its own peak RSS in GB.
+
+    The peak is the child's VmHWM, read by the child as it exits. ``getrusage`` cannot give it:
+    a forked child's ``ru_maxrss`` starts at the parent's resident size (the pytest process, which
+    has trained models by then), and ``RUSAGE_CHILDREN`` holds the largest child ever waited for.
     """
+    peak_file = folder / "peak_kib.txt"
     start = time.monotonic()
-    with open(stderr_path, "w") as stderr:
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
-        killer = threading.Timer(2 * MAX_SECONDS, process.kill)
-        killer.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            killer.cancel()
-    process.returncode = os.waitstatus_to_exitcode(status)  # tells Popen the child is reaped
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_PROBE, str(peak_file), *args],
+        capture_output=True, text=True, timeout=2 * MAX_SECONDS, env=env,
+    )  # fmt: skip
     seconds = time.monotonic() - start
-    return process.returncode, stderr_path.read_text(), seconds, usage.ru_maxrss / 2**20  # KiB on Linux
+    peak_gb = int(peak_file.read_text()) / 2**20 if peak_file.exists() else math.inf
+    return done.returncode, done.stderr, seconds, peak_gb
 
 
 CASES: dict[str, tuple[str, dict, Callable[[Path, np.random.Generator], None]]] = {
@@ -156,8 +167,8 @@ def test_fuzzed_files_end_as_predictions_or_error_rows(kind: str, tmp_path: Path
     checkpoint = write_checkpoint(config, tmp_path / "model.ckpt")
     out = tmp_path / "rows.csv"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "aug_attn_tasks.cli", command, str(folder), "--checkpoint", str(checkpoint), "--out", str(out), "--top", "2"]
-    returncode, stderr, seconds, peak_gb = _run_measured(argv, env, tmp_path / "stderr.txt")
+    args = [command, str(folder), "--checkpoint", str(checkpoint), "--out", str(out), "--top", "2"]
+    returncode, stderr, seconds, peak_gb = _run_measured(args, env, tmp_path)
     assert returncode in (0, 1), stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     with open(out, newline="") as handle:
