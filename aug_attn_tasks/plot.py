@@ -3,7 +3,8 @@
 
 - ``curves.png``: per epoch, train vs validation loss, and the monitored metric (``checkpoint.monitor``
   of the run's ``hparams.yaml``) with its training counterpart when logged; from ``metrics.csv``;
-- ``roc_auc_per_tag.png``: per-tag test ROC-AUC bars (tagging, from ``per_tag_metrics.tsv``);
+- ``roc_auc_per_tag.png``: per-tag test ROC-AUC bars (tagging, from ``per_tag_metrics.tsv``), the
+  chance line's legend right of the axes (bar charts' legends never cover bars);
 - ``confusion_<name>.png``: test confusion matrices (single-label runs, from ``confusion_<name>.tsv``;
   one per rotation protocol for point clouds), rows normalised to the true class;
 - ``accuracy_per_rotation.png``: OA and mAcc per rotation protocol (points, from ``report.json``).
@@ -74,6 +75,12 @@ def _curves_figure(curves: dict[str, dict[int, float]], monitor: str | None) -> 
     return fig
 
 
+def _legend_outside(ax: Any) -> Any:
+    """The legend of ``ax`` right of the axes, top-aligned, where it covers no bar (save with
+    ``bbox_inches="tight"``, as :func:`~aug_attn_tasks.viz.save_figure` does, so that it is kept)."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+
+
 def _roc_auc_figure(path: Path) -> Any:
     plt = pyplot()
     with open(path, encoding="utf-8") as handle:
@@ -85,7 +92,7 @@ def _roc_auc_figure(path: Path) -> Any:
     ax.set_ylim(0, 1)
     ax.set_ylabel("test ROC-AUC")
     ax.tick_params(axis="x", rotation=90)
-    ax.legend()
+    _legend_outside(ax)
     return fig
 
 
@@ -119,7 +126,7 @@ def _rotation_figure(protocols: dict[str, dict[str, float]]) -> Any:
     ax.set_ylim(0, 105)
     ax.set_ylabel("test accuracy (%)")
     ax.set_xlabel("train / test rotation")
-    ax.legend(loc="lower right")
+    _legend_outside(ax)
     return fig
 
 

@@ -5,7 +5,8 @@ and each window runs with :class:`~aug_attn.attention_maps.record_attention`. Th
 that of the last attention layer the model runs (its back end): MuSLCAT's [CLS] token over the time
 tokens (mean over heads), or, without a class token (MuSLCAN's AAC back end, MuSLCAT with
 ``pool: meanmax``), the attention each time token receives (mean over heads and queries). Token ``t`` of ``N`` covers the ``t``-th ``1/N`` of its
-window; windows overlapping the last one are averaged.
+window; windows overlapping the last one are averaged. The values are softmax weights (0-1, no unit), drawn
+on their own labelled y axis over the waveform and over the spectrogram.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aug_attn_tasks.audio.predict import AudioPredictor
 from aug_attn_tasks.audio.recipe import TaggingModule
 from aug_attn_tasks.viz import pyplot, ranked_text, save_figure, top_classes
 
-__all__ = ["attention_over_time", "explain"]
+__all__ = ["attention_over_time", "attention_label", "explain_figure", "explain"]
 
 
 def attention_over_time(module: TaggingModule, wave: np.ndarray, window: int) -> tuple[np.ndarray, torch.Tensor]:
@@ -49,29 +50,49 @@ def attention_over_time(module: TaggingModule, wave: np.ndarray, window: int) ->
     return (total / np.maximum(count, 1))[: len(wave)], probs[0]
 
 
-def explain(module: TaggingModule, config: dict[str, Any], path: Path, out: Path, top: int = 3) -> Path:
-    """Draw ``path``'s waveform and log spectrogram with the back end's attention over time and the
-    top tags into ``out`` (PNG)."""
+def attention_label(module: TaggingModule) -> str:
+    """The y-axis label of :func:`attention_over_time`'s values for ``module``: softmax weights (0-1, no unit)."""
+    if getattr(module.model, "cls", None) is not None:
+        return "[CLS] attention weight\n(mean over heads)"
+    return "attention received\n(mean over heads, queries)"
+
+
+def explain_figure(module: TaggingModule, config: dict[str, Any], path: Path, top: int = 3) -> Any:
+    """The matplotlib Figure :func:`explain` saves: ``path``'s waveform and log spectrogram, each with
+    the back end's attention over time on a right-hand y axis labelled by :func:`attention_label`
+    (shaded over the waveform, a cyan line over the spectrogram), titled with the top tags."""
     plt = pyplot()
     predictor = AudioPredictor(module, config)
     wave = load_audio(path, predictor.rate, predictor.limits)  # (L,)
     attention, probs = attention_over_time(module, wave, predictor.window)
     ranked = top_classes(module.tags, probs, top)
+    label = attention_label(module)
     seconds = np.arange(len(wave)) / predictor.rate
     fig, (ax_wave, ax_spec) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
     ax_wave.plot(seconds, wave, color="0.55", linewidth=0.6)
     ax_wave.set_ylabel("amplitude")
     ax_att = ax_wave.twinx()
     ax_att.fill_between(seconds, attention, color="tab:red", alpha=0.35, step="mid")
-    ax_att.set_ylabel("attention", color="tab:red")
+    ax_att.set_ylabel(label, color="tab:red", fontsize=9)
+    ax_att.tick_params(axis="y", colors="tab:red")
     n_fft = min(512, 2 ** int(np.log2(max(16, len(wave) // 4))))
     spec = torch.stft(torch.from_numpy(wave), n_fft, hop_length=n_fft // 4, window=torch.hann_window(n_fft), return_complex=True)
     ax_spec.imshow(
         20 * np.log10(spec.abs().numpy() + 1e-6), origin="lower", aspect="auto", cmap="magma",
         extent=(0, len(wave) / predictor.rate, 0, predictor.rate / 2),
     )  # fmt: skip
-    ax_spec.plot(seconds, attention / max(attention.max(), 1e-12) * predictor.rate / 2 * 0.9, color="cyan", linewidth=1)
     ax_spec.set_xlabel("time (s)")
     ax_spec.set_ylabel("frequency (Hz)")
+    ax_line = ax_spec.twinx()  # the line's own scale: its peak at 90% of the height, as over the spectrogram before
+    ax_line.plot(seconds, attention, color="cyan", linewidth=1)
+    ax_line.set_ylim(0, max(float(attention.max()), 1e-12) / 0.9)
+    ax_line.set_ylabel(label, color="darkcyan", fontsize=9)
+    ax_line.tick_params(axis="y", colors="darkcyan")
     fig.suptitle(f"{path.name}: {ranked_text(ranked)}", fontsize=10)
-    return save_figure(fig, out)
+    return fig
+
+
+def explain(module: TaggingModule, config: dict[str, Any], path: Path, out: Path, top: int = 3) -> Path:
+    """Draw ``path``'s waveform and log spectrogram with the back end's attention over time and the
+    top tags into ``out`` (PNG): :func:`explain_figure`, saved."""
+    return save_figure(explain_figure(module, config, path, top), out)
