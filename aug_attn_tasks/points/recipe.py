@@ -87,7 +87,8 @@ def build_model(model_cfg: dict[str, Any], num_classes: int, segmentation: bool 
 def required_points(config: dict[str, Any]) -> int:
     """Distinct points a cloud needs for the model of ``config``: ``data.min_points`` when set, else
     the model's first neighbourhood ``K`` (``neighbors[0]``, the constructor's default when the model
-    section leaves it out), and never fewer than :data:`~aug_attn_tasks.points.prepare.MIN_POINTS`
+    section leaves it out: for RISurConv, :data:`~aug_attn.models.risurconv.CLASSIFIER_STAGES` or
+    :data:`~aug_attn.models.risurconv.SEGMENTER_STAGES`), and never fewer than :data:`~aug_attn_tasks.points.prepare.MIN_POINTS`
     (normal estimation needs a plane; with fewer than its ``normal_k`` points neighbours repeat)."""
     data, model = config.get("data", {}), dict(config.get("model", {}))
     if "min_points" in data:
