@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,6 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from aug_attn.optional import import_extra
+from aug_attn_tasks.cache import load_arrays, save_arrays
 from aug_attn_tasks.points.io import POINT_SUFFIXES, load_point_cloud, read_txt
 from aug_attn_tasks.points.prepare import MIN_POINTS, SAMPLINGS, RawCloud, normalize_unit_sphere, subsample_shape
 from aug_attn_tasks.points.synthetic import SHAPES
@@ -178,7 +178,7 @@ class PointCloudDataset(Dataset):
         if cache is None or not self._load_cache(cache, manifest):
             self.arrays, self.skipped = self._prepare_all(sources)
             if cache is not None:
-                self._save_cache(cache, manifest)
+                save_arrays(cache, self.arrays, manifest, skipped=self.skipped)
         self.has_normals = self.arrays["normal"].shape[-1] == 3
 
     def _prepare_all(self, sources: list[Source]) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
@@ -223,36 +223,15 @@ class PointCloudDataset(Dataset):
         return arrays, skipped
 
     def _load_cache(self, cache: Path, manifest: dict) -> bool:
-        """Use ``cache.npz`` when ``cache.json`` matches ``manifest``; says why it does not otherwise."""
-        try:
-            stored = json.loads(cache.with_suffix(".json").read_text())
-        except (OSError, ValueError):
-            logger.info("%s: no cache at %s, building it", type(self).__name__, cache)
+        """Use ``cache.npz`` when ``cache.json`` matches ``manifest`` (:func:`~aug_attn_tasks.cache.load_arrays`)."""
+        loaded = load_arrays(cache, manifest, logger, type(self).__name__)
+        if loaded is None:
             return False
-        if stored.get("manifest") != manifest:
-            logger.info("%s: cache %s is stale (files or parameters changed), rebuilding", type(self).__name__, cache)
-            return False
-        try:
-            with np.load(cache.with_suffix(".npz"), allow_pickle=False) as data:
-                self.arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as err:
-            logger.warning("%s: unreadable (%s), rebuilding", cache.with_suffix(".npz"), err)
-            return False
+        self.arrays, stored = loaded
         self.skipped = [tuple(item) for item in stored["skipped"]]
         for name, reason in self.skipped:
             logger.warning("skipped (cached decision) %s", reason)
         return True
-
-    def _save_cache(self, cache: Path, manifest: dict) -> None:
-        """Write the arrays, then the manifest (the manifest last, so a crash leaves no valid-looking cache)."""
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.with_suffix(".json").unlink(missing_ok=True)  # the old manifest must not vouch for new arrays
-        tmp = cache.with_name(cache.name + ".tmp.npz")
-        np.savez(tmp, **self.arrays)
-        os.replace(tmp, cache.with_suffix(".npz"))
-        json_tmp = cache.with_name(cache.name + ".tmp.json")
-        json_tmp.write_text(json.dumps({"manifest": manifest, "skipped": self.skipped}, indent=1))
-        os.replace(json_tmp, cache.with_suffix(".json"))
 
 
 def _file_source(path: Path, label: int, mesh_points: int, mesh: bool = False) -> Source:
