@@ -11,7 +11,8 @@ is killed or times out keeps every row it finished. An argument that names nothi
 of its own; ``--out`` is checked (suffix, folder) before the model is loaded. Exit status 1 when any
 input failed, 0 otherwise.
 
-A task's recipe provides ``predictor(module, config, **options)``, an object with ``suffixes``
+A task's ``predict`` module (:mod:`aug_attn_tasks.registry`) provides
+``predictor(module, config, **options)``, an object with ``suffixes``
 (file types searched in folders), ``load(path)`` (read one file; raises an error naming it) and
 ``predict(items) -> (len(items), num_labels)`` probabilities, and ``labels`` (their names).
 """
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class Predictor(Protocol):
-    """What a recipe's ``predictor(module, config, **options)`` returns (see the module doc)."""
+    """What a task's ``predictor(module, config, **options)`` returns (see the module doc)."""
 
     suffixes: tuple[str, ...]
     labels: list[str]
@@ -200,7 +201,8 @@ class RowWriter:
 
 
 def _run(args: argparse.Namespace, tasks: tuple[str, ...], **options: Any) -> int:
-    from aug_attn_tasks.recipes import get_recipe, load_checkpoint
+    from aug_attn_tasks.recipes import load_checkpoint
+    from aug_attn_tasks.registry import task_module
 
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
@@ -208,7 +210,7 @@ def _run(args: argparse.Namespace, tasks: tuple[str, ...], **options: Any) -> in
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     _output_format(args.out)  # a wrong --out is said before the model is loaded
     module, config = load_checkpoint(args.checkpoint, tasks=tasks)
-    predictor = get_recipe(config["task"]).predictor(module, config, **options)
+    predictor = task_module(config["task"], "predict").predictor(module, config, **options)
     files = expand_inputs(args.paths, predictor.suffixes, missing="row")
     writer, failed = RowWriter(args.out, args.top), []
     try:

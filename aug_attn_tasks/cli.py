@@ -11,7 +11,8 @@ first sentence of the YAML's header comment), or their names only.
 ``aug-attn tag|classify PATH [PATH ...] --checkpoint CKPT``: batch inference (:mod:`aug_attn_tasks.batch`).
 ``aug-attn explain INPUT --checkpoint CKPT --out FILE.png``: what a model attends to (:mod:`aug_attn_tasks.explain`).
 ``aug-attn plot RUN_DIR [--out DIR]``: training curves and test pictures of a run (:mod:`aug_attn_tasks.plot`).
-Other task commands (``prepare-audio``) are added by their task packages.
+Other task commands (``prepare-audio``) are added by the ``cli`` modules of their task packages
+(:mod:`aug_attn_tasks.registry`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import sys
 
 from aug_attn.optional import MissingExtraError
 from aug_attn_tasks.config import ConfigError, available_configs, configs_table, describe_config, load_config
+from aug_attn_tasks.registry import task_modules
 
 __all__ = ["main", "build_parser"]
 
-# Modules that add task subcommands through ``add_commands(subparsers)``.
-COMMAND_MODULES: list[str] = ["aug_attn_tasks.batch", "aug_attn_tasks.explain", "aug_attn_tasks.plot", "aug_attn_tasks.audio.cli"]
+# Modules that add subcommands through ``add_commands(subparsers)``; the tasks' own follow them.
+COMMAND_MODULES: list[str] = ["aug_attn_tasks.batch", "aug_attn_tasks.explain", "aug_attn_tasks.plot"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     configs.add_argument("--names", action="store_true", help="print the names only, one per line")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
+    for commands in task_modules("cli").values():
+        commands.add_commands(sub)
     return parser
 
 

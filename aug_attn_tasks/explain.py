@@ -5,22 +5,18 @@ of what a trained model attends to in one input file, by the checkpoint's task:
 - images: heat maps of the attention of query pixels (:mod:`aug_attn_tasks.images.explain`);
 - points: the cloud from three viewpoints coloured by gradient saliency (:mod:`aug_attn_tasks.points.explain`).
 
-Each picture is titled with the top classes or tags. Needs the ``[viz]`` extra (matplotlib).
+Each picture is titled with the top classes or tags; the task's ``explain`` module draws it
+(:mod:`aug_attn_tasks.registry`). Needs the ``[viz]`` extra (matplotlib).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
-__all__ = ["EXPLAINERS", "explain_file", "add_commands"]
+from aug_attn_tasks.registry import TASKS, task_module
 
-EXPLAINERS = {
-    "tagging": "aug_attn_tasks.audio.explain",
-    "images": "aug_attn_tasks.images.explain",
-    "points": "aug_attn_tasks.points.explain",
-}
+__all__ = ["explain_file", "add_commands"]
 
 
 def explain_file(
@@ -36,8 +32,8 @@ def explain_file(
         raise ValueError(f"--top must be >= 1, got {top}")
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    module, config = load_checkpoint(checkpoint, tasks=tuple(EXPLAINERS))
-    explainer = importlib.import_module(EXPLAINERS[config["task"]])
+    module, config = load_checkpoint(checkpoint, tasks=tuple(TASKS))
+    explainer = task_module(config["task"], "explain")
     if queries and config["task"] != "images":
         raise ValueError(f"--query chooses image pixels; {checkpoint} is a {config['task']!r} checkpoint")
     options = {"queries": queries} if queries else {}

@@ -3,11 +3,12 @@
 
 - ``curves.png``: per epoch, train vs validation loss, and the monitored metric (``checkpoint.monitor``
   of the run's ``hparams.yaml``) with its training counterpart when logged; from ``metrics.csv``;
-- ``roc_auc_per_tag.png``: per-tag test ROC-AUC bars (tagging, from ``per_tag_metrics.tsv``), the
-  chance line's legend right of the axes (bar charts' legends never cover bars);
 - ``confusion_<name>.png``: test confusion matrices (single-label runs, from ``confusion_<name>.tsv``;
   one per rotation protocol for point clouds), rows normalised to the true class;
-- ``accuracy_per_rotation.png``: OA and mAcc per rotation protocol (points, from ``report.json``).
+- the pictures of the tasks' ``plots`` modules (:mod:`aug_attn_tasks.registry`), each drawn where
+  its files are: ``roc_auc_per_tag.png``, per-tag test ROC-AUC bars (tagging,
+  :mod:`aug_attn_tasks.audio.plots`), and ``accuracy_per_rotation.png``, OA and mAcc per rotation
+  protocol (points, :mod:`aug_attn_tasks.points.plots`).
 
 Needs the ``[viz]`` extra (matplotlib).
 """
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 import yaml
 
 from aug_attn_tasks.confusion import CONFUSION_GLOB, read_confusion
+from aug_attn_tasks.registry import task_modules
 from aug_attn_tasks.viz import pyplot, save_figure
 
 __all__ = ["epoch_curves", "plot_run", "add_commands"]
@@ -75,27 +75,6 @@ def _curves_figure(curves: dict[str, dict[int, float]], monitor: str | None) -> 
     return fig
 
 
-def _legend_outside(ax: Any) -> Any:
-    """The legend of ``ax`` right of the axes, top-aligned, where it covers no bar (save with
-    ``bbox_inches="tight"``, as :func:`~aug_attn_tasks.viz.save_figure` does, so that it is kept)."""
-    return ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
-
-
-def _roc_auc_figure(path: Path) -> Any:
-    plt = pyplot()
-    with open(path, encoding="utf-8") as handle:
-        rows = [r for r in csv.DictReader(handle, delimiter="\t") if r["roc_auc"] != "nan"]
-    rows.sort(key=lambda r: -float(r["roc_auc"]))
-    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(rows) + 1), 3.6))
-    ax.bar([r["tag"] for r in rows], [float(r["roc_auc"]) for r in rows], color="tab:blue")
-    ax.axhline(0.5, color="0.4", linestyle="--", linewidth=1, label="chance")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("test ROC-AUC")
-    ax.tick_params(axis="x", rotation=90)
-    _legend_outside(ax)
-    return fig
-
-
 def _confusion_figure(path: Path) -> Any:
     plt = pyplot()
     names, matrix = read_confusion(path)
@@ -113,47 +92,25 @@ def _confusion_figure(path: Path) -> Any:
     return fig
 
 
-def _rotation_figure(protocols: dict[str, dict[str, float]]) -> Any:
-    plt = pyplot()
-    names = list(protocols)
-    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.6))
-    width = 0.38
-    for i, (metric, label) in enumerate((("oa", "OA"), ("macc", "mAcc"))):
-        values = [100 * protocols[n].get(metric, math.nan) for n in names]
-        bars = ax.bar(np.arange(len(names)) + (i - 0.5) * width, values, width, label=label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=8)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_xlabel("train / test rotation")
-    _legend_outside(ax)
-    return fig
-
-
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Draw every picture the files of ``run_dir`` allow into ``out_dir`` (default ``run_dir``);
     returns the PNG paths. A folder with none of those files is a FileNotFoundError."""
-    from aug_attn_tasks.audio.recipe import PER_TAG_FILE
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
     out = Path(out_dir) if out_dir is not None else run_dir
+    tasks = task_modules("plots")
     figures = []
     if (run_dir / "metrics.csv").is_file():
         figures.append(("curves.png", _curves_figure(epoch_curves(run_dir / "metrics.csv"), _monitor(run_dir))))
-    if (run_dir / PER_TAG_FILE).is_file():
-        figures.append(("roc_auc_per_tag.png", _roc_auc_figure(run_dir / PER_TAG_FILE)))
     for path in sorted(run_dir.glob(CONFUSION_GLOB)):
         figures.append((path.with_suffix(".png").name, _confusion_figure(path)))
-    report = run_dir / "report.json"
-    protocols = json.loads(report.read_text()).get("protocols") if report.is_file() else None
-    if protocols and all("oa" in values for values in protocols.values()):
-        figures.append(("accuracy_per_rotation.png", _rotation_figure(protocols)))
+    for plots in tasks.values():
+        figures += plots.run_figures(run_dir)
     if not figures:
+        looked = ["metrics.csv", CONFUSION_GLOB, *dict.fromkeys(name for plots in tasks.values() for name in plots.RUN_FILES)]
         raise FileNotFoundError(
-            f"{run_dir}: nothing to plot (looked for metrics.csv, {PER_TAG_FILE}, {CONFUSION_GLOB}, report.json); "
-            "give a run folder such as runs/<config>/version_N"
+            f"{run_dir}: nothing to plot (looked for {', '.join(looked)}); give a run folder such as runs/<config>/version_N"
         )
     return [save_figure(fig, out / name) for name, fig in figures]
 

@@ -1,20 +1,20 @@
 """Task recipes: each turns a config into a LightningModule and a LightningDataModule.
 
-A recipe module provides ``build_module(config) -> LightningModule`` (which must call
+A recipe module (the ``recipe`` role of a task package, :mod:`aug_attn_tasks.registry`) provides
+``build_module(config) -> LightningModule`` (which must call
 ``save_hyperparameters({"config": config})`` so checkpoints are self-describing),
 ``build_data(config) -> LightningDataModule`` and ``report(metrics, config, run_dir)``
 (print and write the task's final metrics), and optionally ``inference_command(config)``, a
-command template with ``{checkpoint}`` printed after training (None: nothing to print), and
-``predictor(module, config, **options)``, the file reader and model runner of batch inference
-(:mod:`aug_attn_tasks.batch`), and ``write_predictions(module, data, run_dir)``, per-sample test
-predictions written after a test (audio: ``predictions.csv``), and ``resolve_config(config)``, the
-config with its data-dependent choices made (audio: the tags, the sample rate of ``native``, the
-metric of ``checkpoint.monitor: auto``), applied before training.
+command template with ``{checkpoint}`` printed after training (None: nothing to print),
+``write_predictions(module, data, run_dir)``, per-sample test predictions written after a test
+(audio: ``predictions.csv``), and ``resolve_config(config)``, the config with its data-dependent
+choices made (audio: the tags, the sample rate of ``native``, the metric of
+``checkpoint.monitor: auto``), applied before training. Batch inference's ``predictor`` is the
+task's ``predict`` module's, not the recipe's.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Collection
 from pathlib import Path
 from types import ModuleType
@@ -23,20 +23,14 @@ from typing import Any
 import lightning as L
 import torch
 
-__all__ = ["RECIPES", "get_recipe", "load_checkpoint"]
+from aug_attn_tasks.registry import TASKS, task_module
 
-RECIPES = {
-    "tagging": "aug_attn_tasks.audio.recipe",
-    "points": "aug_attn_tasks.points.recipe",
-    "images": "aug_attn_tasks.images.recipe",
-}
+__all__ = ["get_recipe", "load_checkpoint"]
 
 
 def get_recipe(task: str) -> ModuleType:
-    """The recipe module of ``task`` (a key of :data:`RECIPES`)."""
-    if task not in RECIPES:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(sorted(RECIPES))}")
-    return importlib.import_module(RECIPES[task])
+    """The recipe module of ``task`` (a key of :data:`~aug_attn_tasks.registry.TASKS`)."""
+    return task_module(task, "recipe")
 
 
 def load_checkpoint(
@@ -57,8 +51,8 @@ def load_checkpoint(
     config = state.get("hyper_parameters", {}).get("config") if isinstance(state, dict) else None
     if not isinstance(config, dict) or "state_dict" not in state:
         raise ValueError(f"{path}: checkpoint has no aug-attn config or state_dict; was it written by `aug-attn train`?")
-    if config.get("task") not in RECIPES:
-        raise ValueError(f"{path}: the checkpoint's config names task {config.get('task')!r}; expected one of {', '.join(RECIPES)}")
+    if config.get("task") not in TASKS:
+        raise ValueError(f"{path}: the checkpoint's config names task {config.get('task')!r}; expected one of {', '.join(TASKS)}")
     recipe = get_recipe(config["task"])
     if tasks is not None and config["task"] not in tasks:
         command = recipe.inference_command(config) if hasattr(recipe, "inference_command") else None

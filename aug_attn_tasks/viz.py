@@ -8,7 +8,7 @@ from typing import Any
 
 from aug_attn.optional import import_extra
 
-__all__ = ["pyplot", "save_figure", "ranked_text"]
+__all__ = ["pyplot", "save_figure", "legend_outside", "ranked_text"]
 
 
 def pyplot() -> Any:
@@ -27,6 +27,12 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     pyplot().close(fig)
     return path
+
+
+def legend_outside(ax: Any) -> Any:
+    """The legend of ``ax`` right of the axes, top-aligned, where it covers no bar (save with
+    ``bbox_inches="tight"``, as :func:`save_figure` does, so that it is kept)."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
 
 
 def top_classes(labels: list[str], probs: Any, top: int) -> list[tuple[str, float]]:

@@ -161,7 +161,7 @@ def test_plot_draws_every_picture_a_run_folder_allows(tmp_path, capsys):
     assert curves["val/acc"][3] == pytest.approx(0.7) and "train/loss_step" not in curves
     assert main(["plot", str(run_dir), "--out", str(tmp_path / "plots")]) == 0
     printed = capsys.readouterr().out.splitlines()
-    names = ["curves.png", "roc_auc_per_tag.png", "confusion_matrix.png", "accuracy_per_rotation.png"]
+    names = ["curves.png", "confusion_matrix.png", "roc_auc_per_tag.png", "accuracy_per_rotation.png"]  # shared pictures, then the tasks'
     assert printed == [f"wrote {tmp_path / 'plots' / name}" for name in names]
     for name in names:
         assert_picture(tmp_path / "plots" / name)

@@ -598,7 +598,7 @@ def test_rotation_protocol_parsing() -> None:
 
 @pytest.mark.parametrize("sampling", ["fps", "random", "first"])
 def test_classify_prepares_a_file_as_the_folder_dataset_does(tmp_path: Path, sampling: str) -> None:
-    from aug_attn_tasks.points.cli import prepare_cloud
+    from aug_attn_tasks.points.prepare import prepare_cloud
 
     for name, write in (("cube.off", lambda p: p.write_text(cube_off())), ("s.npy", lambda p: np.save(p, sphere_table(300, 4)))):
         root = tmp_path / name.split(".")[1] / "only"

@@ -166,7 +166,7 @@ def test_folder_reads_every_format(tmp_path: Path) -> None:
 
 
 def test_clouds_with_fewer_points_than_the_model_needs_are_refused(tmp_path: Path) -> None:
-    from aug_attn_tasks.points.cli import prepare_cloud
+    from aug_attn_tasks.points.prepare import prepare_cloud
     from aug_attn_tasks.points.recipe import required_points
 
     np.savetxt(tmp_path / "two.txt", [[0.0, 0, 0], [1, 0, 0]])

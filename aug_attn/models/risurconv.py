@@ -3,12 +3,12 @@
 Zhang, Yang & Xiang, "RISurConv", ECCV 2024 (arXiv:2408.06110). Paper / public-code defaults,
 which are the constructor defaults here:
 
-- classification (ModelNet40, 1024 points with normals): centres 512/256/128/64 with
-  K = 8/16/32/64 neighbours and widths 32/64/128/256, a global layer to 512, a 3-layer transformer
+- classification (ModelNet40, 1024 points with normals): the stages of :data:`CLASSIFIER_STAGES`
+  (centres ``M``, neighbours ``K`` and width of each), a global layer to 512, a 3-layer transformer
   (8 heads), head 512 -> 256 -> 128 -> classes with BatchNorm and dropout 0.4;
-- part segmentation (ShapeNet part, 2048 points, 16 categories, 50 parts): the same sampling with
-  widths 64/128/256/512, feature propagation back to every point, one-hot category at the last
-  level, head 128 -> parts.
+- part segmentation (ShapeNet part, 2048 points, 16 categories, 50 parts): the stages of
+  :data:`SEGMENTER_STAGES` (the same sampling, twice the widths), feature propagation back to every
+  point, one-hot category at the last level, head 128 -> parts.
 
 Deliberate differences from the public code:
 
@@ -32,6 +32,7 @@ and keep exact invariance.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -51,7 +52,23 @@ from aug_attn.geometry.neighbors import DEFAULT_CHUNK_SIZE
 from aug_attn.layers.surface import RISurConv, SharedMLP, dense_points
 from aug_attn.positional.surface import SurfacePositionEncoder
 
-__all__ = ["RISurConvClassifier", "RISurConvSegmenter", "SurfaceTransformerBlock"]
+__all__ = ["CLASSIFIER_STAGES", "SEGMENTER_STAGES", "RISurConvClassifier", "RISurConvSegmenter", "Stages", "SurfaceTransformerBlock"]
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The encoder's stages, one entry per stage: ``samples`` centres ``M`` drawn by farthest point
+    sampling, ``neighbors`` ``K`` grouped around each, ``channels`` the stage's output width. The
+    constructors take the three as the arguments (and config keys) of the same names."""
+
+    samples: tuple[int, ...]
+    neighbors: tuple[int, ...]
+    channels: tuple[int, ...]
+
+
+# The paper's / public code's stages: the constructors' defaults, which a config without these keys gets.
+CLASSIFIER_STAGES = Stages(samples=(512, 256, 128, 64), neighbors=(8, 16, 32, 64), channels=(32, 64, 128, 256))
+SEGMENTER_STAGES = Stages(CLASSIFIER_STAGES.samples, CLASSIFIER_STAGES.neighbors, channels=(64, 128, 256, 512))
 
 
 class SurfaceTransformerBlock(nn.Module):
@@ -176,7 +193,7 @@ class RISurConvClassifier(nn.Module):
     Args:
         num_classes: output logits.
         in_channels: extra per-point input features (must be rotation invariant to keep invariance).
-        samples, neighbors, channels: per stage ``M``, ``K`` and width (defaults: the paper's).
+        samples, neighbors, channels: per stage ``M``, ``K`` and width (defaults: :data:`CLASSIFIER_STAGES`).
         global_channels: width of the global layer and the transformer.
         transformer_layers, transformer_heads: 0 layers disables the transformer.
         head_channels: hidden widths of the head.
@@ -196,9 +213,9 @@ class RISurConvClassifier(nn.Module):
         self,
         num_classes: int,
         in_channels: int = 0,
-        samples: Sequence[int] = (512, 256, 128, 64),
-        neighbors: Sequence[int] = (8, 16, 32, 64),
-        channels: Sequence[int] = (32, 64, 128, 256),
+        samples: Sequence[int] = CLASSIFIER_STAGES.samples,
+        neighbors: Sequence[int] = CLASSIFIER_STAGES.neighbors,
+        channels: Sequence[int] = CLASSIFIER_STAGES.channels,
         global_channels: int = 512,
         transformer_layers: int = 3,
         transformer_heads: int = 8,
@@ -251,7 +268,7 @@ class RISurConvSegmenter(nn.Module):
         num_parts: per-point logits.
         num_categories: object categories given as one-hot input at the last level (0: none).
         in_channels: extra per-point input features (rotation invariant ones keep invariance).
-        samples, neighbors, channels: encoder stages (defaults: the paper's).
+        samples, neighbors, channels: encoder stages (defaults: :data:`SEGMENTER_STAGES`).
         decoder_channels: output width of each propagation step, coarsest first (one per stage).
         head_channels, dropout: hidden width and dropout of the per-point head.
         num_heads, feature_channels, pair_hidden, normal_k, chunk_size, global_context, normal_weighted:
@@ -267,9 +284,9 @@ class RISurConvSegmenter(nn.Module):
         num_parts: int,
         num_categories: int = 0,
         in_channels: int = 0,
-        samples: Sequence[int] = (512, 256, 128, 64),
-        neighbors: Sequence[int] = (8, 16, 32, 64),
-        channels: Sequence[int] = (64, 128, 256, 512),
+        samples: Sequence[int] = SEGMENTER_STAGES.samples,
+        neighbors: Sequence[int] = SEGMENTER_STAGES.neighbors,
+        channels: Sequence[int] = SEGMENTER_STAGES.channels,
         decoder_channels: Sequence[int] = (512, 256, 128, 128),
         head_channels: int = 128,
         dropout: float = 0.4,

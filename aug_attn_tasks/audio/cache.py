@@ -13,8 +13,9 @@ file is decoded again.
 A skipped file is retried once its size or modification time changes (or in strict mode). Entries
 of caches written before sources were stamped are adopted with the current stamp.
 Arrays are written to a temporary name and renamed, and the manifest is saved (atomically, under a
-name of its own per process) every ``save_every`` decoded files and at the end when anything changed,
-so an interrupted run resumes where it stopped and processes sharing a cache (DDP) do not collide.
+name of its own per process: :mod:`aug_attn_tasks.cache`) every ``save_every`` decoded files and at
+the end when anything changed, so an interrupted run resumes where it stopped and processes sharing
+a cache (DDP) do not collide.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from aug_attn_tasks.audio.io import AudioDecodeError, DecodeLimits, load_audio
+from aug_attn_tasks.cache import file_stamp, write_atomically, write_json
 
 __all__ = ["prepare_cache", "load_manifest", "MANIFEST"]
 
@@ -54,21 +55,6 @@ def load_manifest(cache_dir: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: corrupt cache manifest ({error}); delete it to rebuild the cache") from error
-
-
-def _save_manifest(cache_dir: Path, manifest: dict[str, Any]) -> None:
-    tmp = cache_dir / f"{MANIFEST}.{os.getpid()}.tmp"  # one per process: DDP ranks share the cache
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, cache_dir / MANIFEST)
-
-
-def _source_stamp(path: Path) -> dict[str, int] | None:
-    """Size and modification time of a source file (None if it does not exist)."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def _is_valid(cache_dir: Path, entry: dict[str, Any], source: dict[str, int] | None, verify: bool) -> bool:
@@ -121,7 +107,7 @@ def prepare_cache(
     changed = manifest["sample_rate"] != sample_rate
     manifest["sample_rate"] = sample_rate
     entries, skipped = manifest["entries"], manifest["skipped"]
-    sources = {k: _source_stamp(root / k) for k in keys}
+    sources = {k: file_stamp(root / k) for k in keys}
     for key in keys:  # entries of caches written before sources were stamped: adopt, not re-decode
         if key in entries and "source" not in entries[key]:
             entries[key]["source"], changed = sources[key], True
@@ -137,17 +123,14 @@ def prepare_cache(
         except AudioDecodeError as error:
             entries.pop(key, None)
             if not skip_errors:
-                _save_manifest(cache_dir, manifest)
+                write_json(cache_dir / MANIFEST, manifest)
                 raise
             log.warning("skipping %s", error)
             skipped[key] = {"error": str(error), "source": sources[key]}
             continue
         target = cache_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            np.save(handle, audio)
-        os.replace(tmp, target)
+        write_atomically(target, lambda handle: np.save(handle, audio))
         entries[key] = {
             "file": name,
             "samples": int(audio.shape[0]),
@@ -156,9 +139,9 @@ def prepare_cache(
             "source": sources[key],
         }
         if (done + 1) % save_every == 0:
-            _save_manifest(cache_dir, manifest)
+            write_json(cache_dir / MANIFEST, manifest)
     if changed:
-        _save_manifest(cache_dir, manifest)
+        write_json(cache_dir / MANIFEST, manifest)
     missing = [k for k in keys if k in skipped]
     if missing:
         log.warning("%d of %d files skipped as undecodable (listed in %s)", len(missing), len(keys), cache_dir / MANIFEST)

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 
-__all__ = ["tagging_metrics"]
+__all__ = ["tagging_metrics", "PER_TAG_FILE"]
+
+PER_TAG_FILE = "per_tag_metrics.tsv"  # the per-tag test table of a run folder (written by the recipe's report)
 
 
 def tagging_metrics(scores: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor, tags: list[str]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from aug_attn_tasks.audio.datasets import AUDIO_EXTENSIONS
 from aug_attn_tasks.audio.io import DecodeLimits, chunk_windows, load_audio
 from aug_attn_tasks.audio.recipe import TaggingModule
 
-__all__ = ["AudioPredictor"]
+__all__ = ["AudioPredictor", "predictor"]
 
 
 class AudioPredictor:
@@ -42,3 +42,8 @@ class AudioPredictor:
         with torch.inference_mode():
             probs, _ = self.module.clip_scores(windows[:, None])  # one window per "clip": (sum K, T)
         return torch.stack([part.mean(dim=0) for part in probs.split([len(w) for w in items])])  # (B, T)
+
+
+def predictor(module: TaggingModule, config: dict[str, Any], hop_seconds: float | None = None) -> AudioPredictor:
+    """The batch predictor of ``aug-attn tag`` (``--hop``: ``hop_seconds``)."""
+    return AudioPredictor(module, config, hop_seconds)

@@ -34,7 +34,7 @@ from aug_attn.models.muslcat import MuSLCAN, MuSLCAT
 from aug_attn.models.plaincnn import PlainCNN
 from aug_attn.models.samplecnn import SampleCNN
 from aug_attn_tasks.audio.datasets import AudioDataModule, build_catalog, resolve_rate
-from aug_attn_tasks.audio.metrics import tagging_metrics
+from aug_attn_tasks.audio.metrics import PER_TAG_FILE, tagging_metrics
 from aug_attn_tasks.audio.transforms import LoudnessNormalize
 from aug_attn_tasks.config import check_keys, parameter_names
 from aug_attn_tasks.optim import build_optimization
@@ -45,7 +45,6 @@ __all__ = [
 ]  # fmt: skip
 
 MODELS: dict[str, type[nn.Module]] = {"muslcat": MuSLCAT, "muslcan": MuSLCAN, "samplecnn": SampleCNN, "plaincnn": PlainCNN}
-PER_TAG_FILE = "per_tag_metrics.tsv"
 PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FILE = "confusion_matrix.tsv"
 
@@ -53,13 +52,6 @@ CONFUSION_FILE = "confusion_matrix.tsv"
 def inference_command(config: dict[str, Any]) -> str:
     """The ``aug-attn tag`` command printed after training (``{checkpoint}``: the tested checkpoint)."""
     return "aug-attn tag AUDIO_FILE --checkpoint {checkpoint}"
-
-
-def predictor(module: "TaggingModule", config: dict[str, Any], hop_seconds: float | None = None):
-    """The batch predictor of ``aug-attn tag`` (see :class:`~aug_attn_tasks.audio.predict.AudioPredictor`)."""
-    from aug_attn_tasks.audio.predict import AudioPredictor
-
-    return AudioPredictor(module, config, hop_seconds)
 
 
 def build_model(model_cfg: dict[str, Any], num_tags: int) -> nn.Module:

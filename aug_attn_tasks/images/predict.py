@@ -11,7 +11,7 @@ from torch import Tensor
 from aug_attn_tasks.images.folder import IMAGE_SUFFIXES, load_image
 from aug_attn_tasks.images.recipe import ImageClassifier
 
-__all__ = ["ImagePredictor"]
+__all__ = ["ImagePredictor", "predictor"]
 
 
 class ImagePredictor:
@@ -32,3 +32,8 @@ class ImagePredictor:
         with torch.inference_mode():
             logits = self.module(self.module.normalize(torch.stack(items)))  # (B, classes)
         return torch.softmax(logits.float(), dim=-1)
+
+
+def predictor(module: ImageClassifier, config: dict[str, Any]) -> ImagePredictor:
+    """The batch predictor of ``aug-attn classify`` for image files."""
+    return ImagePredictor(module, config)

@@ -32,7 +32,7 @@ from aug_attn.models.resnet import (
 from aug_attn_tasks.images.data import ImageDataModule, class_names_of, normalize_images, num_classes_of
 from aug_attn_tasks.optim import build_optimization
 
-__all__ = ["ARCHITECTURES", "build_model", "ImageClassifier", "build_module", "build_data", "report", "predictor"]
+__all__ = ["ARCHITECTURES", "build_model", "ImageClassifier", "build_module", "build_data", "report"]
 
 ARCHITECTURES = {
     "wide_resnet": WideResNet,
@@ -140,13 +140,6 @@ def build_module(config: dict[str, Any]) -> ImageClassifier:
     if data.get("dataset") == "imagefolder" and "class_names" not in data:
         data["class_names"] = class_names_of(data)
     return ImageClassifier(config)
-
-
-def predictor(module: ImageClassifier, config: dict[str, Any]):
-    """The batch predictor of ``aug-attn classify`` for image files."""
-    from aug_attn_tasks.images.predict import ImagePredictor
-
-    return ImagePredictor(module, config)
 
 
 def inference_command(config: dict[str, Any]) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,14 +30,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from aug_attn.geometry import farthest_point_sample
 from aug_attn.optional import import_extra
+from aug_attn_tasks.cache import load_arrays, save_arrays
 from aug_attn_tasks.points.io import POINT_SUFFIXES, load_point_cloud, read_txt
+from aug_attn_tasks.points.prepare import MIN_POINTS, SAMPLINGS, RawCloud, normalize_unit_sphere, subsample_shape
 from aug_attn_tasks.points.synthetic import SHAPES
 from aug_attn_tasks.points.transforms import rotation_about_axis
 
 __all__ = [
     "CACHE_VERSION",
+    "MIN_POINTS",
     "ModelNetH5",
     "ModelNetMesh",
     "ModelNetResampled",
@@ -57,8 +58,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # 2: the manifest holds class names and labels
-MIN_POINTS = 3  # fewer distinct points span no surface: no normal, no neighbourhood
-SAMPLINGS = ("fps", "random", "first")
 SCANOBJECTNN_CLASSES = (
     "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door",
     "shelf", "table", "bed", "pillow", "sink", "sofa", "toilet",
@@ -78,76 +77,12 @@ SCANOBJECTNN_VARIANTS = {  # variant -> (folder, file suffix)
 }
 
 
-class RawCloud(NamedTuple):
-    """One shape as read: ``pos (M, 3)``, ``normal (M, 3)`` or None, per-point ``part (M,)`` or None."""
-
-    pos: np.ndarray
-    normal: np.ndarray | None
-    part: np.ndarray | None = None
-
-
 class Source(NamedTuple):
     """A shape to read: ``name`` (the file, named in errors), ``label``, ``read(rng) -> RawCloud``."""
 
     name: str
     label: int
     read: Callable[[np.random.Generator], RawCloud]
-
-
-def normalize_unit_sphere(pos: np.ndarray, name: str = "points") -> np.ndarray:
-    """Centre ``pos (N, 3)`` on its mean and scale its farthest point to radius 1."""
-    centred = pos - pos.mean(0)
-    # Scaled by the largest coordinate before squaring: squares of coordinates near 1e200 overflow to
-    # inf, and dividing by that would put every point at the origin.
-    largest = np.abs(centred).max(initial=0.0)
-    if not (np.isfinite(largest) and largest > 0):
-        raise ValueError(f"{name}: degenerate point cloud (all points coincide, or coordinates beyond float range)")
-    centred = centred / largest
-    return centred / np.sqrt((centred**2).sum(1).max())
-
-
-def subsample_shape(
-    raw: RawCloud,
-    name: str,
-    num_points: int,
-    sampling: str,
-    rng: np.random.Generator,
-    allow_fewer: bool,
-    min_points: int = MIN_POINTS,
-) -> RawCloud:
-    """Check a shape, pick ``num_points`` of its points, normalise it; errors name the file.
-
-    A shape with fewer than ``min_points`` distinct points (what the model needs, e.g. its first
-    neighbourhood) is refused even with ``allow_fewer``: repeating 2 points gives a model nothing to
-    see, and a prediction on it would be noise.
-    """
-    count = len(raw.pos)
-    if count == 0:
-        raise ValueError(f"{name}: no points")
-    if not np.isfinite(raw.pos).all() or (raw.normal is not None and not np.isfinite(raw.normal).all()):
-        raise ValueError(f"{name}: NaN or inf in coordinates or normals")
-    if count < num_points and not allow_fewer:
-        raise ValueError(f"{name}: has {count} points, {num_points} requested (pass allow_fewer=True to repeat points)")
-    distinct = len(np.unique(raw.pos, axis=0))
-    if distinct < min_points:
-        raise ValueError(f"{name}: has {distinct} distinct points, the model needs at least {min_points} (data.min_points)")
-    if count < num_points:
-        logger.warning("%s: has %d points, repeating some to reach %d", name, count, num_points)
-        index = np.concatenate([rng.permutation(count), rng.choice(count, num_points - count)])
-    elif sampling == "fps":
-        pos = torch.from_numpy(raw.pos).float()[None]  # float32: half the memory traffic of float64
-        index = farthest_point_sample(pos, num_points)[0].numpy()
-    elif sampling == "random":
-        index = rng.choice(count, num_points, replace=False)
-    else:
-        index = np.arange(num_points)
-    normal = None
-    if raw.normal is not None:
-        normal = raw.normal[index]
-        length = np.linalg.norm(normal, axis=1, keepdims=True)
-        normal = np.where(length > 0, normal / np.maximum(length, 1e-12), 0.0)  # files store near-unit normals
-    part = raw.part[index] if raw.part is not None else None
-    return RawCloud(normalize_unit_sphere(raw.pos[index], name), normal, part)
 
 
 class PointCloudDataset(Dataset):
@@ -243,7 +178,7 @@ class PointCloudDataset(Dataset):
         if cache is None or not self._load_cache(cache, manifest):
             self.arrays, self.skipped = self._prepare_all(sources)
             if cache is not None:
-                self._save_cache(cache, manifest)
+                save_arrays(cache, self.arrays, manifest, skipped=self.skipped)
         self.has_normals = self.arrays["normal"].shape[-1] == 3
 
     def _prepare_all(self, sources: list[Source]) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
@@ -288,36 +223,15 @@ class PointCloudDataset(Dataset):
         return arrays, skipped
 
     def _load_cache(self, cache: Path, manifest: dict) -> bool:
-        """Use ``cache.npz`` when ``cache.json`` matches ``manifest``; says why it does not otherwise."""
-        try:
-            stored = json.loads(cache.with_suffix(".json").read_text())
-        except (OSError, ValueError):
-            logger.info("%s: no cache at %s, building it", type(self).__name__, cache)
+        """Use ``cache.npz`` when ``cache.json`` matches ``manifest`` (:func:`~aug_attn_tasks.cache.load_arrays`)."""
+        loaded = load_arrays(cache, manifest, logger, type(self).__name__)
+        if loaded is None:
             return False
-        if stored.get("manifest") != manifest:
-            logger.info("%s: cache %s is stale (files or parameters changed), rebuilding", type(self).__name__, cache)
-            return False
-        try:
-            with np.load(cache.with_suffix(".npz"), allow_pickle=False) as data:
-                self.arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as err:
-            logger.warning("%s: unreadable (%s), rebuilding", cache.with_suffix(".npz"), err)
-            return False
+        self.arrays, stored = loaded
         self.skipped = [tuple(item) for item in stored["skipped"]]
         for name, reason in self.skipped:
             logger.warning("skipped (cached decision) %s", reason)
         return True
-
-    def _save_cache(self, cache: Path, manifest: dict) -> None:
-        """Write the arrays, then the manifest (the manifest last, so a crash leaves no valid-looking cache)."""
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.with_suffix(".json").unlink(missing_ok=True)  # the old manifest must not vouch for new arrays
-        tmp = cache.with_name(cache.name + ".tmp.npz")
-        np.savez(tmp, **self.arrays)
-        os.replace(tmp, cache.with_suffix(".npz"))
-        json_tmp = cache.with_name(cache.name + ".tmp.json")
-        json_tmp.write_text(json.dumps({"manifest": manifest, "skipped": self.skipped}, indent=1))
-        os.replace(json_tmp, cache.with_suffix(".json"))
 
 
 def _file_source(path: Path, label: int, mesh_points: int, mesh: bool = False) -> Source:

@@ -9,17 +9,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from aug_attn_tasks.points.cli import prepare_cloud
+from aug_attn_tasks.points.prepare import prepare_cloud
 from aug_attn_tasks.points.io import POINT_SUFFIXES
 from aug_attn_tasks.points.recipe import PointCloudModule
 
-__all__ = ["PointPredictor"]
+__all__ = ["PointPredictor", "predictor"]
 
 logger = logging.getLogger(__name__)
 
 
 class PointPredictor:
-    """Classifies clouds prepared by :func:`~aug_attn_tasks.points.cli.prepare_cloud`.
+    """Classifies clouds prepared by :func:`~aug_attn_tasks.points.prepare.prepare_cloud`.
 
     ``load(path)`` gives ``(pos (N, 3), normal (N, 3) or None)``; ``predict`` stacks the clouds
     (those with normals and those without run as two batches: files without normals get them
@@ -55,3 +55,8 @@ class PointPredictor:
             with torch.inference_mode():
                 probs[index] = torch.softmax(self.module(pos, normal).float(), dim=-1)  # (b, classes)
         return probs
+
+
+def predictor(module: PointCloudModule, config: dict[str, Any]) -> PointPredictor:
+    """The batch predictor of ``aug-attn classify`` for point cloud files."""
+    return PointPredictor(module, config)

@@ -28,7 +28,8 @@ from aug_attn.models.pointnet2 import PointNet2Classifier, PointNet2Segmenter
 from aug_attn.models.risurconv import RISurConvClassifier, RISurConvSegmenter
 from aug_attn_tasks.optim import build_optimization
 from aug_attn_tasks.points.data import PointDataModule, evaluation_protocols, load_dataset, protocol_name
-from aug_attn_tasks.points.datasets import MIN_POINTS, SHAPENET_PARTS
+from aug_attn_tasks.points.datasets import SHAPENET_PARTS
+from aug_attn_tasks.points.prepare import MIN_POINTS
 from aug_attn_tasks.points.metrics import ClassAccuracy, PartIoU
 
 __all__ = [
@@ -55,13 +56,6 @@ def is_segmentation(config: dict[str, Any]) -> bool:
 def inference_command(config: dict[str, Any]) -> str | None:
     """The ``aug-attn classify`` command printed after training a classifier (segmenters: none)."""
     return None if is_segmentation(config) else "aug-attn classify POINT_CLOUD_FILE --checkpoint {checkpoint}"
-
-
-def predictor(module: "PointCloudModule", config: dict[str, Any]):
-    """The batch predictor of ``aug-attn classify`` (see :class:`~aug_attn_tasks.points.predict.PointPredictor`)."""
-    from aug_attn_tasks.points.predict import PointPredictor
-
-    return PointPredictor(module, config)
 
 
 def metric_key(train: str, test: str) -> str:
@@ -93,7 +87,8 @@ def build_model(model_cfg: dict[str, Any], num_classes: int, segmentation: bool 
 def required_points(config: dict[str, Any]) -> int:
     """Distinct points a cloud needs for the model of ``config``: ``data.min_points`` when set, else
     the model's first neighbourhood ``K`` (``neighbors[0]``, the constructor's default when the model
-    section leaves it out), and never fewer than :data:`~aug_attn_tasks.points.datasets.MIN_POINTS`
+    section leaves it out: for RISurConv, :data:`~aug_attn.models.risurconv.CLASSIFIER_STAGES` or
+    :data:`~aug_attn.models.risurconv.SEGMENTER_STAGES`), and never fewer than :data:`~aug_attn_tasks.points.prepare.MIN_POINTS`
     (normal estimation needs a plane; with fewer than its ``normal_k`` points neighbours repeat)."""
     data, model = config.get("data", {}), dict(config.get("model", {}))
     if "min_points" in data:
