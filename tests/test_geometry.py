@@ -115,6 +115,17 @@ def test_to_dense_roundtrip_and_gather():
         to_dense(torch.tensor([1, 0]), values[:2])
 
 
+def test_to_dense_checks_the_batch_order_when_compiled_too():
+    """Under torch.compile the order check cannot branch on values (a graph break, and no
+    ``fullgraph``): it becomes an assertion in the graph, so an unsorted batch still fails when run."""
+    values = torch.arange(8.0).reshape(4, 2)
+    compiled = torch.compile(to_dense, backend="eager")
+    (dense,), mask = compiled(torch.tensor([0, 0, 1, 1]), values)
+    assert torch.equal(dense[mask], values)
+    with pytest.raises(RuntimeError, match="sorted"):
+        compiled(torch.tensor([0, 1, 1, 0]), values)
+
+
 def test_interpolate_reproduces_sources_and_constants():
     source = cloud(2, 20)
     features = torch.randn(2, 20, 4, dtype=torch.float64)

@@ -93,8 +93,14 @@ def to_dense(batch: Tensor, *values: Tensor, batch_size: int | None = None) -> t
         The values as ``(B, N_max, ...)`` (zeros in padding) and ``mask (B, N_max)``, True at real
         points; ``dense[mask]`` gives the ragged tensor back.
     """
-    if batch.dim() != 1 or (batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any())):
+    if batch.dim() != 1:
         raise ValueError(f"batch must be a sorted 1D index vector, got shape {tuple(batch.shape)}")
+    if batch.numel() > 1:
+        ordered = (batch[1:] >= batch[:-1]).all()
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():  # no guard on values: checked when run
+            torch._assert_async(ordered, "batch must be a sorted 1D index vector (PyG's batch), got one out of order")
+        elif not bool(ordered):
+            raise ValueError("batch must be a sorted 1D index vector (PyG's batch), got one out of order")
     counts = torch.bincount(batch, minlength=batch_size or 0)
     starts = counts.cumsum(0) - counts
     slot = torch.arange(batch.numel(), device=batch.device) - starts[batch]  # (P,) index within its cloud
