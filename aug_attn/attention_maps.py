@@ -12,8 +12,10 @@ queries and keys, off the training path:
 
 The recorder works from outside, as timm's ``attention_extract`` does: it attaches forward hooks to
 the model's attention modules while it is active and removes them on exit; a hook recomputes the
-layer's queries and keys from its input. The core knows nothing of it and pays nothing when no one
-records. Weights are float32 (whatever autocast does), detached, without dropout (eval semantics).
+layer's queries and keys from its input, in the module's dtype and under the caller's autocast, as
+its forward did. The core knows nothing of it and pays nothing when no one records. Weights are
+float32 (float64 for a float64 module; the softmax over those queries and keys, whatever autocast
+does), detached, without dropout (eval semantics).
 
 Example::
 
@@ -59,6 +61,11 @@ def _check_queries(queries: Sequence[int] | Tensor | None, tokens: int) -> Tenso
     return queries
 
 
+def _parameter_dtype(module: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype of ``module``'s floating-point parameters, ``default`` if it has none."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), default)
+
+
 def _gather_logits(
     q: Tensor, keys: Tensor | None, encoder: RelativePositionEncoder | None, pos: Any,
     queries: Tensor | None, max_elements: int,
@@ -67,6 +74,8 @@ def _gather_logits(
     batch, heads, tokens, _ = q.shape
     num_keys = tokens if keys is None else keys.shape[2]
     block = encoder.block_size(pos) if encoder is not None else 1
+    # the encoder reads queries in its own dtype, as in the core (e.g. a float64 layer's tables)
+    encoder_dtype = _parameter_dtype(encoder, q.dtype) if encoder is not None else q.dtype
     rows = max(block, (max_elements // max(1, batch * heads * num_keys)) // block * block)
     parts, order = [], []
     for start, end in _query_blocks(tokens, block, rows, queries):
@@ -74,7 +83,7 @@ def _gather_logits(
         if keys is not None:
             logits = logits + q[:, :, start:end] @ keys.transpose(-1, -2)
         if encoder is not None:
-            logits = logits + encoder(q[:, :, start:end], pos, start, end).to(q.dtype)
+            logits = logits + encoder(q[:, :, start:end].to(encoder_dtype), pos, start, end).to(q.dtype)
         parts.append(logits)
         order.append(torch.arange(start, end))
     logits, index = torch.cat(parts, dim=2), torch.cat(order)  # (B, h, N_blocks, N), (N_blocks,)
@@ -140,7 +149,7 @@ class AttentionRecord:
 
     Attributes:
         name: the module's qualified name in the recorded model (``model.get_submodule(name)``).
-        weights: ``(B, h, N_q, N)`` float32 on the module's device.
+        weights: ``(B, h, N_q, N)`` float32 (float64 for a float64 module) on the module's device.
         queries: ``(N_q,)`` token indices of the rows, or None for all ``N`` queries.
         pos: the position description the module was called with (e.g. ``(H, W)``).
     """
@@ -185,10 +194,14 @@ class record_attention:
         call = inspect.signature(module.forward).bind(*args, **kwargs)
         call.apply_defaults()
         x, pos, key_padding_mask = call.arguments["x"], call.arguments["pos"], call.arguments["key_padding_mask"]
-        # float32 and no autocast: the weights a user reads should not carry bfloat16 rounding.
-        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            q, k, _ = module.qkv(x.float()).split([module.dk, module.dk, module.dv], dim=-1)  # (B, N, dk) each
-            q, k = split_heads(q, module.num_heads), split_heads(k, module.num_heads)  # (B, h, N, d)
+        with torch.no_grad():
+            # The projection as the forward ran it (the module's dtype, the caller's autocast): the
+            # queries and keys are those the layer attended with, not a float32 recomputation of them.
+            q, k, _ = module.qkv(x).split([module.dk, module.dk, module.dv], dim=-1)  # (B, N, dk) each
+            dtype = torch.promote_types(q.dtype, torch.float32)
+            q, k = split_heads(q, module.num_heads).to(dtype), split_heads(k, module.num_heads).to(dtype)  # (B, h, N, d)
             queries = _check_queries(self.queries, q.shape[2])
-            weights = attention_weights(q, k, module.encoder, pos, key_padding_mask, queries)
+            # at least float32 and no autocast: the weights a user reads should not carry bfloat16 rounding.
+            with torch.autocast(x.device.type, enabled=False):
+                weights = attention_weights(q, k, module.encoder, pos, key_padding_mask, queries)
         self.records.append(AttentionRecord(name, weights, queries, pos))

@@ -1,10 +1,15 @@
 """Recorded attention weights against a naive softmax, and against what the core's fast paths apply."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
+import aug_attn
 from aug_attn import AAConv1d, AAConv2d, RelativeMultiheadAttention, RelativePositionEncoder1d
-from aug_attn.attention import merge_heads
+from aug_attn.attention import merge_heads, relative_attention
 from aug_attn.attention_maps import attention_weights, record_attention, relative_logits
 
 D = torch.float64
@@ -56,11 +61,71 @@ def hooked(model: torch.nn.Module) -> bool:
     return any(module._forward_hooks for module in model.modules())
 
 
-def test_the_core_holds_no_recorder():
-    """The recorder attaches from outside: the core module imports nothing of it."""
+def test_the_core_and_the_layers_do_not_import_the_recorder():
+    """The recorder attaches from outside: importing the core, its functions and the layers (and running
+    a layer) loads nothing of it. The package's ``__init__`` imports every module, so the subprocess
+    stands in a bare ``aug_attn`` package to see what the core alone imports."""
+    script = f"""
+import sys, types
+package = types.ModuleType("aug_attn")
+package.__path__ = [{str(Path(aug_attn.__file__).parent)!r}]
+sys.modules["aug_attn"] = package
+import torch
+import aug_attn.attention, aug_attn.functional, aug_attn.layers
+aug_attn.layers.AAConv1d(2, 4, kernel_size=3, dk=4, dv=2, num_heads=1)(torch.randn(1, 2, 9))
+print(sorted(name for name in sys.modules if name.startswith("aug_attn")))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout
+    assert "'aug_attn.attention'" in loaded and "'aug_attn.layers'" in loaded
+    assert "aug_attn.attention_maps" not in loaded
+
+
+def test_the_hooks_are_removed_when_the_body_raises():
+    model = torch.nn.Sequential(RelativeMultiheadAttention(4, 4, 4, 2), RelativeMultiheadAttention(4, 4, 4, 2))
+    with pytest.raises(RuntimeError, match="stop"):
+        with record_attention(model) as records:
+            assert [bool(m._forward_hooks) for m in model] == [True, True]
+            model(torch.randn(1, 5, 4))
+            raise RuntimeError("stop")
+    assert not hooked(model) and [r.name for r in records] == ["0", "1"]
+    model(torch.randn(1, 5, 4))  # no hook left to record it
+    assert len(records) == 2
+
+
+@pytest.mark.parametrize("case", ["float32", "float64", "autocast", "bfloat16"])
+def test_recorded_weights_are_the_softmax_of_the_queries_and_keys_the_layer_attended_with(case, monkeypatch):
+    """Bitwise the reference softmax (:func:`attention_weights`, tested against the naive loop) of the
+    ``q, k`` that the module's forward hands to the core, in at least float32: the layer's dtype and
+    autocast are kept for the projection, as when the core itself reported them to the recorder."""
     import aug_attn.attention as core
 
-    assert not hasattr(core, "attention_maps") and "attention_maps" not in open(core.__file__).read()
+    torch.manual_seed(3)
+    dtype = {"float64": torch.float64, "bfloat16": torch.bfloat16}.get(case, torch.float32)
+    encoder = RelativePositionEncoder1d(head_dim=4, num_heads=2, max_distance=3)
+    module = RelativeMultiheadAttention(6, 8, 4, 2, encoder).to(dtype).eval()
+    x = torch.randn(2, 9, 6, dtype=dtype)
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[1, 6:] = True
+    seen = []
+
+    def spy(q, k, *args):
+        seen.append((q, k))
+        return relative_attention(q, k, *args)
+
+    monkeypatch.setattr(core, "relative_attention", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast"), record_attention(module) as records:
+        module(x, 9, key_padding_mask=mask)
+    (q, k), weights = seen[0], records[0].weights
+    assert q.dtype == (torch.bfloat16 if case in ("autocast", "bfloat16") else dtype)
+    wide = torch.promote_types(q.dtype, torch.float32)
+    assert weights.dtype == wide and weights.shape == (2, 2, 9, 9)
+    with torch.no_grad():  # as the recorder (matmul picks another kernel when grad is needed)
+        assert torch.equal(weights, attention_weights(q.to(wide), k.to(wide), encoder, 9, mask))
+    if case != "bfloat16":  # a bfloat16 encoder's logits carry its rounding
+        expected = naive_weights_1d(q.double(), k.double(), encoder.rel.detach().double(), 3, mask)
+        assert torch.allclose(weights.double(), expected, atol=1e-12 if case == "float64" else 1e-6)
 
 
 def test_recorded_weights_are_what_the_1d_layer_applies():
