@@ -7,9 +7,9 @@ over all rounds (so a busy machine slows all of them alike):
 * ``ours``: :func:`aug_attn.relative_attention` as it chooses (the native kernel in 2D on the CPU,
   factorized fused SDPA in 2D elsewhere, the band
   path in 1D where the cost rules pick them, else query blocks);
-* ``pytorch``: ours without the native CPU kernel of :mod:`aug_attn.native` (2D: the PyTorch
+* ``pytorch``: ours without the native CPU kernel of :mod:`aug_attn.attention.native` (2D: the PyTorch
   factorized path, per tile of keys on the CPU: what runs where no C++ compiler is found);
-* ``untiled``: ``pytorch`` without the key tiles of :mod:`aug_attn.tiled` (2D: one fused call of
+* ``untiled``: ``pytorch`` without the key tiles of :mod:`aug_attn.attention.tiled` (2D: one fused call of
   depth ``d + H + W``, the path before the tiles);
 * ``blocked``: the same module forced onto the query-block path with materialized logits (the
   algorithm before the fused paths: chunks recomputed in backward beyond the block budget);
@@ -81,17 +81,25 @@ def native_mode(device: str) -> str:
 
 
 def build(kind: str, batch: int, size: int, impl: str, device: str):
-    """The step's callable for one implementation."""
+    """The step's callable for one implementation; ``blocked`` runs the reference path (query blocks
+    with materialized logits), ``untiled`` the factorized path as one fused call."""
+    from aug_attn.attention import disabled_paths
+
+    step = _build(kind, batch, size, impl, device)
+    disabled = {"blocked": ("tiled", "factorized", "banded"), "untiled": ("tiled",)}.get(impl, ())
+
+    def call():
+        with disabled_paths(*disabled):
+            return step()
+
+    return call
+
+
+def _build(kind: str, batch: int, size: int, impl: str, device: str):
     from aug_attn import AAConv2d, RelativeMultiheadAttention, RelativePositionEncoder1d, RelativePositionEncoder2d
-    from aug_attn import attention
-    from aug_attn.native import set_native_kernels
+    from aug_attn.attention.native import set_native_kernels
 
     set_native_kernels(native_mode(device) if impl == "ours" else "off")
-    if impl == "blocked":  # the cost rules say no: query blocks with materialized logits
-        attention.factorized_is_faster = lambda *args: False
-        attention.banded_is_faster = lambda *args: False
-    if impl == "untiled":  # the factorized path as one fused call
-        attention.tiled_supported = lambda *args: False
     torch.manual_seed(0)
     if kind == "wrn":
         layer = AAConv2d(160, 160, 3, dk=160, dv=16, num_heads=8, relative=impl != "plain").to(device)
@@ -148,7 +156,7 @@ def networks(batch: int, rounds: int) -> None:
     import torch.nn.functional as F
 
     from aug_attn.models import resnet50, wrn28_10
-    from aug_attn.native import native_kernels
+    from aug_attn.attention.native import native_kernels
 
     nets = {
         "WRN-28-10": lambda attention: wrn28_10(100, attention),
@@ -190,19 +198,11 @@ CUDA_IMPLS = ("ours", "sdpa", "blocked", "paper", "plain")
 def cuda_path(impl: str):
     """Force the core's path for one implementation: ``sdpa`` the factorized fused SDPA (FlexAttention
     off), ``blocked`` query blocks with materialized logits; ``ours``/``paper``/``plain`` as they are."""
-    from aug_attn import attention
+    from aug_attn.attention import disabled_paths
 
-    saved = {name: getattr(attention, name) for name in ("flex_supported", "factorized_is_faster", "banded_is_faster")}
-    if impl in ("sdpa", "blocked"):
-        attention.flex_supported = lambda *args: False
-    if impl == "blocked":
-        attention.factorized_is_faster = lambda *args: False
-        attention.banded_is_faster = lambda *args: False
-    try:
+    disabled = {"sdpa": ("flex_grid", "flex_band"), "blocked": ("flex_grid", "flex_band", "factorized", "banded")}.get(impl, ())
+    with disabled_paths(*disabled):
         yield
-    finally:
-        for name, value in saved.items():
-            setattr(attention, name, value)
 
 
 def cuda_time(step, warmup: int, steps: int) -> tuple[float, int]:

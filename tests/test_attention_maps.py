@@ -99,7 +99,7 @@ def test_recorded_weights_are_the_softmax_of_the_queries_and_keys_the_layer_atte
     """Bitwise the reference softmax (:func:`attention_weights`, tested against the naive loop) of the
     ``q, k`` that the module's forward hands to the core, in at least float32: the layer's dtype and
     autocast are kept for the projection, as when the core itself reported them to the recorder."""
-    import aug_attn.attention as core
+    import aug_attn.attention.module as core
 
     torch.manual_seed(3)
     dtype = {"float64": torch.float64, "bfloat16": torch.bfloat16}.get(case, torch.float32)

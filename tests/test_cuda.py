@@ -29,8 +29,7 @@ from test_distributed import write_config
 from test_mixed_precision import MODELS
 from test_points_train import TINY_RISURCONV
 
-from aug_attn import attention
-from aug_attn.attention import relative_attention
+from aug_attn.attention import DEFAULT_MAX_LOGITS_ELEMENTS, attention_path, disabled_paths, relative_attention
 from aug_attn.positional import RelativePositionEncoder1d, RelativePositionEncoder2d, SurfacePositionEncoder
 from aug_attn.models.plaincnn import PlainCNN
 from aug_attn_tasks.cli import main
@@ -113,46 +112,21 @@ def _plain(tokens):
     return lambda d, h: (None, None, tokens)
 
 
-# name -> (encoder builder, dk, dv, heads, masked, force, path expected on CUDA)
+# name -> (encoder builder, dk, dv, heads, masked, force, path expected on CUDA: a name of aug_attn.attention.PATHS)
 # force: None (the dispatch's choice), "sdpa" (FlexAttention off, factorize=True), "blocked" (factorize=False, no band path)
 ATTENTION_CASES: dict[str, tuple[Callable, int, int, int, bool, str | None, str]] = {
-    "plain_mask_pad_value": (_plain(37), 8, 12, 2, True, None, "fused"),
-    "plain_odd_wrn_depths": (_plain(129), 20, 2, 4, False, None, "fused"),
+    "plain_mask_pad_value": (_plain(37), 8, 12, 2, True, None, "plain"),
+    "plain_odd_wrn_depths": (_plain(129), 20, 2, 4, False, None, "plain"),
     "grid_flex_wrn_depths": (_grid((7, 9), 3), 20, 2, 4, False, None, "flex_grid"),
     "grid_flex_per_head": (_grid((12, 10), 64, False), 16, 16, 2, False, None, "flex_grid"),
-    "grid_sdpa": (_grid((7, 9), 3), 20, 2, 4, False, "sdpa", "factorized_sdpa"),
-    "grid_sdpa_mask": (_grid((5, 6)), 8, 8, 2, True, "sdpa", "factorized_sdpa"),
-    "grid_blocked_mask": (_grid((6, 7), 2), 8, 6, 2, True, "blocked", "blocked"),
+    "grid_sdpa": (_grid((7, 9), 3), 20, 2, 4, False, "sdpa", "factorized"),
+    "grid_sdpa_mask": (_grid((5, 6)), 8, 8, 2, True, "sdpa", "factorized"),
+    "grid_blocked_mask": (_grid((6, 7), 2), 8, 6, 2, True, "blocked", "reference"),
     "band_flex": (_line(100, 8), 16, 16, 2, False, None, "flex_band"),
     "band_flex_value_depth": (_line(77, 5), 12, 4, 3, False, None, "flex_band"),
-    "band_blocked_mask": (_line(50, 4), 8, 8, 2, True, None, "blocked"),
-    "surface_blocked": (_surface(24), 8, 8, 2, False, None, "blocked"),
+    "band_blocked_mask": (_line(50, 4), 8, 8, 2, True, None, "reference"),
+    "surface_blocked": (_surface(24), 8, 8, 2, False, None, "reference"),
 }
-PATH_CALLS = {
-    "fused": {"fused_attention"},
-    "flex_grid": {"_factors", "flex_grid_attention"},
-    "factorized_sdpa": {"_factors", "fused_attention"},
-    "blocked": {"_over_query_blocks"},
-    "flex_band": {"flex_band_attention"},
-}
-SPIED = ("fused_attention", "_factors", "flex_grid_attention", "flex_band_attention", "_over_query_blocks", "grid_attention",
-         "tiled_factorized_attention", "banded_block_attention")  # fmt: skip
-
-
-def _spy(monkeypatch) -> list[str]:
-    """Record the names of the core's path functions that :func:`relative_attention` calls."""
-    calls: list[str] = []
-    for name in SPIED:
-        function = getattr(attention, name)
-
-        def spy(*args, __name=name, __function=function, **kwargs):
-            calls.append(__name)
-            return __function(*args, **kwargs)
-
-        monkeypatch.setattr(attention, name, spy)
-    return calls
-
-
 def _to(value: Any, device: str, dtype: torch.dtype) -> Any:
     if isinstance(value, tuple):
         return tuple(_to(v, device, dtype) for v in value)
@@ -161,7 +135,7 @@ def _to(value: Any, device: str, dtype: torch.dtype) -> Any:
 
 @pytest.mark.parametrize("precision_name", PRECISIONS)
 @pytest.mark.parametrize("case", sorted(ATTENTION_CASES))
-def test_attention_path_matches_cpu_float64(case: str, precision_name: str, monkeypatch, record_property) -> None:
+def test_attention_path_matches_cpu_float64(case: str, precision_name: str, record_property) -> None:
     build, dk, dv, heads, masked, force, expected = ATTENTION_CASES[case]
     if expected.startswith("flex") and not ON_CUDA:
         pytest.skip("FlexAttention's backward runs on CUDA only")
@@ -174,11 +148,8 @@ def test_attention_path_matches_cpu_float64(case: str, precision_name: str, monk
         mask = torch.zeros(2, tokens, dtype=torch.bool)
         mask[1, -tokens // 3 :] = True  # a third of the second sample is padding
     factorize = {"sdpa": True, "blocked": False}.get(force)
-    if force == "sdpa":
-        monkeypatch.setattr(attention, "flex_supported", lambda *args: False)
-    if force == "blocked":
-        monkeypatch.setattr(attention, "banded_is_faster", lambda *args: False)
-    budget = 4 * tokens if force == "blocked" else attention.DEFAULT_MAX_LOGITS_ELEMENTS  # several recomputed blocks
+    disabled = {"sdpa": ("flex_grid", "flex_band"), "blocked": ("flex_band", "banded")}.get(force, ())
+    budget = 4 * tokens if force == "blocked" else DEFAULT_MAX_LOGITS_ELEMENTS  # several recomputed blocks
 
     # Reference: CPU float64, everything materialized.
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
@@ -191,19 +162,16 @@ def test_attention_path_matches_cpu_float64(case: str, precision_name: str, monk
     device_encoder = copy.deepcopy(encoder).to(DEVICE, torch.float32) if encoder is not None else None
     device_leaves = [t.to(DEVICE, torch.float32).requires_grad_() for t in (q, k, v)]
     device_params = list(device_encoder.parameters()) if device_encoder is not None else []
-    calls = _spy(monkeypatch)
-    with precision(precision_name):
+    with precision(precision_name), disabled_paths(*disabled):
         low = torch.get_autocast_dtype(torch.device(DEVICE).type) if precision_name != "fp32" else torch.float32
         inputs = [t.to(low) for t in device_leaves]
-        out = relative_attention(
-            *inputs, device_encoder, _to(pos, DEVICE, torch.float32), None if mask is None else mask.to(DEVICE),
-            max_logits_elements=budget, factorize=factorize,
-        )  # fmt: skip
+        arguments = (*inputs, device_encoder, _to(pos, DEVICE, torch.float32), None if mask is None else mask.to(DEVICE))
+        choice = attention_path(*arguments, max_logits_elements=budget, factorize=factorize)
+        out = relative_attention(*arguments, max_logits_elements=budget, factorize=factorize)
     assert out.dtype == low and out.shape == reference.shape
     grads = torch.autograd.grad(out.float().square().sum(), device_leaves + device_params)
     if ON_CUDA:
-        ran = set(calls) - ({"_factors"} if expected in ("fused", "blocked") else set())
-        assert ran == PATH_CALLS[expected], f"expected the {expected} path, the core called {calls}"
+        assert choice.path == expected, f"expected the {expected} path:\n{choice}"
     out_error, grad_error = relative_error(out, reference), relative_error(list(grads), list(reference_grads))
     record_property("output_error", f"{out_error:.2e}")
     record_property("gradient_error", f"{grad_error:.2e}")

@@ -23,6 +23,7 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from functools import cache
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def fenced_blocks(path: Path, language: str) -> list[tuple[int, str]]:
         if start is None and line.strip() == f"```{language}":
             start, body = number + 1, []
         elif start is not None and line.strip() == "```":
-            blocks.append((start, "\n".join(body) + "\n"))
+            blocks.append((start, textwrap.dedent("\n".join(body)) + "\n"))  # a block inside a list item is indented
             start = None
         elif start is not None:
             body.append(line)

@@ -1,7 +1,7 @@
 """The fused PyTorch paths of the attention core (factorized 2D logits, padded depths) against the
 reference functional API and the blocked path: values and gradients in float64.
 
-The native CPU kernel (:mod:`aug_attn.native`) would take the 2D cases here; it is switched off for
+The native CPU kernel (:mod:`aug_attn.attention.native`) would take the 2D cases here; it is switched off for
 this module, so these tests keep covering the paths that run without it (no C++ compiler, CUDA,
 bf16, compiling). ``tests/test_native_attention.py`` tests the kernel.
 """
@@ -11,12 +11,11 @@ import shutil
 import pytest
 import torch
 
-from aug_attn import attention
-from aug_attn.attention import fused_attention, relative_attention
-from aug_attn.flex import band_table, flex_band_attention, flex_grid_attention
+from aug_attn.attention import attention_path, banded, factorized, fused_attention, relative_attention, tiled
+from aug_attn.attention.flex import band_table, flex_band_attention, flex_grid_attention
 from aug_attn.functional import grid_one_hot, relative_logits_2d_factors, relative_logits_2d_rows
 from aug_attn.layers import AAConv1d, AAConv2d
-from aug_attn.native import native_kernels
+from aug_attn.attention.native import native_kernels
 from aug_attn.positional import RelativePositionEncoder1d, RelativePositionEncoder2d
 
 D = torch.float64
@@ -122,7 +121,7 @@ def _factorized_layer() -> AAConv2d:
 
 def test_cost_rule_picks_the_factorized_path_beyond_one_block(monkeypatch):
     calls = []
-    monkeypatch.setattr(attention, "fused_attention", lambda q, *args: calls.append(q.shape[-1]) or q[..., :4])
+    monkeypatch.setattr(factorized, "fused_attention", lambda q, *args: calls.append(q.shape[-1]) or q[..., :4])
     layer = _factorized_layer()
     layer(torch.randn(2, 3, 5, 6))
     assert calls == [4 + 5 + 6]  # d_k / h + H + W
@@ -163,8 +162,8 @@ def test_banded_path_equals_blocked_and_reference(monkeypatch, length, max_dista
     params = [q, k, v, encoder.rel]
     reference = reference_attention(q, k, v, encoder(q * dk**-0.5, length, 0, length))
     expected = torch.autograd.grad(reference.square().sum(), params)
-    for banded in (True, False):
-        monkeypatch.setattr(attention, "banded_is_faster", lambda tokens, band: banded)
+    for on_band in (True, False):
+        monkeypatch.setattr(banded, "banded_is_faster", lambda tokens, band: on_band)
         out = relative_attention(q, k, v, encoder, length, max_logits_elements=budget)
         torch.testing.assert_close(out, reference)
         for grad, ref in zip(torch.autograd.grad(out.square().sum(), params), expected):
@@ -176,12 +175,12 @@ def test_default_aaconv1d_on_the_band_path_equals_blocked(monkeypatch):
     layer = AAConv1d(32, 32, 3, max_distance=16, num_heads=4).to(D).eval()
     x = torch.randn(2, 32, 64, dtype=D)
     calls = []
-    real = attention.banded_block_attention
-    monkeypatch.setattr(attention, "banded_block_attention", lambda *args: calls.append(1) or real(*args))
-    banded = layer(x)
+    real = banded.banded_block_attention
+    monkeypatch.setattr(banded, "banded_block_attention", lambda *args: calls.append(1) or real(*args))
+    on_band = layer(x)
     assert calls
-    monkeypatch.setattr(attention, "banded_is_faster", lambda tokens, band: False)
-    torch.testing.assert_close(banded, layer(x))
+    monkeypatch.setattr(banded, "banded_is_faster", lambda tokens, band: False)
+    torch.testing.assert_close(on_band, layer(x))
 
 
 def test_band_path_refuses_positions_of_another_length():
@@ -194,7 +193,7 @@ def test_band_path_refuses_positions_of_another_length():
 def test_band_rule_and_fallbacks(monkeypatch):
     """The band path runs where most keys lie beyond the band, in float32/64 on CPU without mask or dropout."""
     calls = []
-    monkeypatch.setattr(attention, "banded_block_attention", lambda *args: calls.append(args) or args[0])
+    monkeypatch.setattr(banded, "banded_block_attention", lambda *args: calls.append(args) or args[0])
     encoder = RelativePositionEncoder1d(4, 2, 4)
     q = k = v = torch.randn(1, 2, 16, 4)
     relative_attention(q, k, v, encoder, 16)
@@ -280,7 +279,7 @@ def test_strided_layer_same_on_factorized_and_blocked_paths(monkeypatch):
     x = torch.randn(2, 3, 9, 14, dtype=D, requires_grad=True)
     results = []
     for fused in (True, False):
-        monkeypatch.setattr(attention, "factorized_is_faster", lambda *args: fused)
+        monkeypatch.setattr(factorized, "factorized_is_faster", lambda *args: fused)
         out = layer(x)
         results.append((out, torch.autograd.grad(out.square().sum(), (x, layer.attn.encoder.rel_h))))
     assert results[0][0].shape == (2, 16, 5, 7)
@@ -294,11 +293,11 @@ def test_strided_layer_same_on_factorized_and_blocked_paths(monkeypatch):
 @pytest.mark.parametrize("dk,dv,shared_heads", [(6, 3, True), (4, 10, False), (5, 5, True)])
 def test_tiled_factorized_path_equals_reference(monkeypatch, size, side, max_distance, dk, dv, shared_heads):
     """Key tiles of side x side run as separate fused calls, merged by log-sum-exp: exact in value and gradient."""
-    monkeypatch.setattr(attention, "tile_side", lambda head_dim: side)
-    monkeypatch.setattr(attention, "tiled_is_faster", lambda full, tile: True)
+    monkeypatch.setattr(tiled, "tile_side", lambda head_dim: side)
+    monkeypatch.setattr(tiled, "tiled_is_faster", lambda full, tile: True)
     calls = []
-    tiled = attention.tiled_factorized_attention
-    monkeypatch.setattr(attention, "tiled_factorized_attention", lambda *args: calls.append(len(args[-1])) or tiled(*args))
+    real = tiled.tiled_factorized_attention
+    monkeypatch.setattr(tiled, "tiled_factorized_attention", lambda *args: calls.append(len(args[-1])) or real(*args))
     height, width = size
     encoder = RelativePositionEncoder2d(dk, 2, max_distance, shared_heads).to(D)
     q, k, v = _qkv(2, 2, height * width, dk, dv)
@@ -327,7 +326,7 @@ def test_tiled_rule_and_fallbacks(monkeypatch):
     """The WRN-28-10 stage-1 head (d_k = 20, tile side 16): 4 tiles at 32x32 (depth 84 -> 20 + 32),
     16 at 64x64 (148 -> 52); 16x16 stays one call (one tile); masks and dropout take the one fused call."""
     calls = []
-    monkeypatch.setattr(attention, "tiled_factorized_attention", lambda q, k, v, *rest: calls.append(len(rest[-1])) or v)
+    monkeypatch.setattr(tiled, "tiled_factorized_attention", lambda q, k, v, *rest: calls.append(len(rest[-1])) or v)
     encoder = RelativePositionEncoder2d(20, 2, 64)
     for size, expected in (((32, 32), [4]), ((64, 64), [16]), ((16, 16), [])):
         calls.clear()

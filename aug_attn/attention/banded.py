@@ -17,9 +17,10 @@ log-sum-exp (shifted by the part's constant), which gives exactly that part's sh
 gradients of the one softmax over all keys; the constant's gradient is the part's weight times
 ``dO . (o_p - o)``.
 
-CPU only (the kernels are ``aten._scaled_dot_product_flash_attention_for_cpu`` and its backward,
-which return and take the log-sum-exp); float32 and float64, no dropout, no padding mask. On CUDA
-:func:`~aug_attn.flex.flex_band_attention` gathers the clipped table inside FlexAttention's kernel instead.
+CPU only (:func:`~aug_attn.attention.common.flash_cpu` and its backward, which return and take the
+log-sum-exp); float32 and float64, no dropout, no padding mask, values no deeper than queries. On
+CUDA :func:`~aug_attn.attention.flex.flex_band_attention` gathers the clipped table inside
+FlexAttention's kernel instead.
 """
 
 from __future__ import annotations
@@ -27,33 +28,53 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["banded_block_attention", "banded_is_faster", "banded_supported"]
+from aug_attn.attention.common import (
+    AttentionInputs,
+    AttentionPath,
+    band_rows,
+    banded_is_faster,
+    check_logits,
+    flash_cpu,
+    flash_cpu_backward,
+    flash_cpu_supported,
+    merge_partial,
+)
+
+__all__ = ["PATH", "supported", "run", "banded_block_attention", "banded_is_faster"]
+
+MIN_ROWS = 32  # see run
 
 
-def banded_is_faster(tokens: int, band: int) -> bool:
-    """The cost rule for the band path: most keys of a query block lie beyond its window of about
-    ``2D`` keys (at ``N = 4D`` the window is half the keys; see ``scripts/bench_attention.py``)."""
-    return 4 * band <= tokens
+def supported(inputs: AttentionInputs) -> list[str]:
+    """An encoder with a band where :func:`~aug_attn.attention.common.banded_is_faster`, the CPU
+    flash kernels usable, ``d_v <= d_k`` (the kernel takes one depth: values are zero-padded)."""
+    if inputs.band is None:
+        return ["the encoder has no band for these positions"]
+    if not banded_is_faster(inputs.tokens, inputs.band):
+        return [f"cost rule: {inputs.tokens} tokens is under 4 x band {inputs.band}"]
+    reasons = flash_cpu_supported(inputs)
+    if inputs.value_dim > inputs.head_dim:
+        reasons.append(f"value depth {inputs.value_dim} > query depth {inputs.head_dim}")
+    return reasons
 
 
-def banded_supported(q: Tensor, dropout_p: float, masked: bool) -> bool:
-    """Whether :func:`banded_block_attention` runs for these queries (CPU float32/64, no dropout or mask)."""
-    return (
-        q.device.type == "cpu"
-        and q.dtype in (torch.float32, torch.float64)
-        and dropout_p == 0.0
-        and not masked
-        and not torch.compiler.is_compiling()  # its backward differentiates the encoder: not traceable
-        and not torch.jit.is_tracing()
-    )
-
-
-def _flash(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Fused attention of pre-scaled queries: output ``(B, h, c, d_v)`` and log-sum-exp ``(B, h, c)``."""
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=bias, scale=1.0)
-    return out, lse.to(q.dtype)
+def run(inputs: AttentionInputs) -> Tensor:
+    """``(B, h, N, d_v)``: the band's logits per query block, the keys beyond it fused."""
+    q, k, v, encoder, pos, band, tokens = inputs.scaled_q(), inputs.k, inputs.v, inputs.encoder, inputs.pos, inputs.band, inputs.tokens
+    # The band path never builds a full logits row, so the reference's shape check runs on one query.
+    with torch.no_grad():
+        check_logits(encoder(q[:, :, :1], pos, 0, 1), encoder, pos, 0, 1, tokens)
+    v_padded = F.pad(v, (0, inputs.head_dim - inputs.value_dim))  # zero value columns, cut off after
+    rows = band_rows(inputs.batch * inputs.heads, band, inputs.max_logits_elements)
+    rows = min(rows, max(MIN_ROWS, band // 4))  # a window of about 2D keys, not 2D + c
+    out = torch.cat(
+        [banded_block_attention(q[:, :, s : s + rows], k, v_padded, encoder, pos, s, min(tokens, s + rows), band) for s in range(0, tokens, rows)],
+        dim=2,
+    )  # (B, h, N, d_k)
+    return out[..., : inputs.value_dim]
 
 
 def _window(encoder: Any, q: Tensor, pos: Any, start: int, end: int, band: int, tokens: int):
@@ -95,15 +116,15 @@ class _BandedAttention(torch.autograd.Function):
         with torch.no_grad():
             window_logits, edge_left, edge_right, key_start, key_end = _window(encoder, q, pos, start, end, band, tokens)
         window = slice(key_start, key_end)
-        out_window, lse_window = _flash(q, k[:, :, window], v[:, :, window], window_logits)
-        outs, lses = [out_window], [lse_window]
+        out, lse = flash_cpu(q, k[:, :, window], v[:, :, window], window_logits)
+        far_outs, far_lses = [], []
         for keys, edge in _far_parts(tokens, key_start, key_end, edge_left, edge_right):
-            out, lse = _flash(q, k[:, :, keys], v[:, :, keys])
-            outs.append(out)
-            lses.append(lse + edge)
-        lse = torch.logsumexp(torch.stack(lses), dim=0)  # (B, h, c)
-        out = sum(torch.exp(part_lse - lse)[..., None] * part for part, part_lse in zip(outs, lses))
-        ctx.save_for_backward(q, k, v, out, lse, *outs[1:], *lses[1:], *params)
+            part, part_lse = flash_cpu(q, k[:, :, keys], v[:, :, keys])
+            part_lse = part_lse + edge  # the far keys' constant logit
+            far_outs.append(part)
+            far_lses.append(part_lse)
+            out, lse = merge_partial(out, lse, part, part_lse)
+        ctx.save_for_backward(q, k, v, out, lse, *far_outs, *far_lses, *params)
         ctx.args = (encoder, pos, start, end, band, len(params))
         return out
 
@@ -127,9 +148,7 @@ class _BandedAttention(torch.autograd.Function):
         parts = list(_far_parts(k.shape[2], key_start, key_end, edge_left.detach(), edge_right.detach()))
         for (keys, edge), part_out, part_lse in zip(parts, far[: len(parts)], far[len(parts) :]):
             # The merged output and log-sum-exp (less the part's constant): the part's share of the gradients.
-            dq, grad_k[keys.start], grad_v[keys.start] = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                grad_out, q, k[:, :, keys], v[:, :, keys], out, lse - edge, 0.0, False, scale=1.0
-            )
+            dq, grad_k[keys.start], grad_v[keys.start] = flash_cpu_backward(grad_out, q, k[:, :, keys], v[:, :, keys], out, lse - edge)
             grad_q = grad_q + dq
             weight = torch.exp(part_lse - lse)  # (B, h, c): the part's share of the softmax
             grad_edges[keys.start > 0] = weight * ((grad_out * part_out).sum(-1) - delta)
@@ -150,3 +169,6 @@ def banded_block_attention(q: Tensor, k: Tensor, v: Tensor, encoder: Any, pos: A
     """
     params = [p for p in encoder.parameters() if p.requires_grad]
     return _BandedAttention.apply(q, k, v, encoder, pos, start, end, band, *params)
+
+
+PATH = AttentionPath("banded", supported, run)

@@ -1,4 +1,4 @@
-"""The CPU kernel of 2D relative attention, compiled on first use (``csrc/grid_attention.cpp``).
+"""The CPU kernel of 2D relative attention, compiled on first use (``attention/csrc/grid_attention.cpp``).
 
 PyTorch's fused attention kernels take no relative logits, so on a grid the other exact paths either
 materialize logits (the blocked path) or fold them into the fused call as extra one-hot depth (the
@@ -50,9 +50,11 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from aug_attn.attention.common import AttentionInputs, AttentionPath, encoder_factors
 from aug_attn.switch import Switch
 
 __all__ = [
+    "PATH",
     "NATIVE_MODES",
     "NativeKernelError",
     "set_native_kernels",
@@ -150,7 +152,7 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
 def _load() -> ctypes.CDLL | NativeKernelError:
     """Build (once per machine) and load the library; the error instead where that fails."""
     try:
-        source = resources.files("aug_attn").joinpath("csrc/grid_attention.cpp").read_bytes()
+        source = resources.files("aug_attn.attention").joinpath("csrc/grid_attention.cpp").read_bytes()
         compiler = _compiler()
         errors = []
         for flags in _FLAG_SETS:
@@ -198,20 +200,30 @@ def _warn_once(reason: str) -> None:
     )
 
 
+def grid_attention_refusals(q: Tensor, v: Tensor, dropout_p: float, masked: bool) -> list[str]:
+    """Why :func:`grid_attention` cannot run for these inputs; empty where it can (and the kernel is,
+    or can be, loaded: the first call builds it)."""
+    reasons = []
+    if q.device.type != "cpu" or v.device.type != "cpu":
+        reasons.append(f"needs CPU tensors, got {q.device.type}")
+    if q.dtype not in (torch.float32, torch.float64) or v.dtype != q.dtype:
+        reasons.append(f"needs float32/float64 queries and values of one dtype, got {q.dtype}, {v.dtype}")
+    if dropout_p:
+        reasons.append("no dropout")
+    if masked:
+        reasons.append("no padding mask")
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        reasons.append("not while compiling or exporting (an opaque ctypes call: the PyTorch paths trace)")
+    if torch.jit.is_tracing():
+        reasons.append("not while TorchScript-tracing (records PyTorch ops only)")
+    if not reasons and native_library() is None:
+        reasons.append(f"the kernel is switched off or could not be built (mode {_MODE.current()!r})")
+    return reasons
+
+
 def grid_attention_supported(q: Tensor, v: Tensor, dropout_p: float, masked: bool) -> bool:
-    """Whether :func:`grid_attention` runs for these inputs (and the kernel is, or can be, loaded)."""
-    return (
-        q.device.type == "cpu"
-        and v.device.type == "cpu"
-        and q.dtype in (torch.float32, torch.float64)
-        and v.dtype == q.dtype
-        and dropout_p == 0.0
-        and not masked
-        and not torch.compiler.is_compiling()  # an opaque ctypes call: the PyTorch paths trace and export
-        and not torch.compiler.is_exporting()
-        and not torch.jit.is_tracing()  # TorchScript tracing (the legacy ONNX exporter) records PyTorch ops only
-        and native_library() is not None
-    )
+    """Whether :func:`grid_attention` runs for these inputs (:func:`grid_attention_refusals` is empty)."""
+    return not grid_attention_refusals(q, v, dropout_p, masked)
 
 
 @functools.cache
@@ -294,3 +306,23 @@ def grid_attention(q: Tensor, k: Tensor, v: Tensor, factors: Tensor, grid: tuple
     if k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} disagree")
     return _GridAttention.apply(q, k, v.to(q.dtype), factors.to(q.dtype), height, width)
+
+
+def supported(inputs: AttentionInputs) -> list[str]:
+    """An encoder whose factorized form is a grid's (``factorize`` not False) and
+    :func:`grid_attention_refusals` empty."""
+    if inputs.grid is None:
+        return ["the encoder has no grid form for these positions"]
+    if inputs.factorize is False:
+        return ["factorize=False"]
+    return grid_attention_refusals(inputs.q, inputs.v, inputs.dropout_p, inputs.masked)
+
+
+def run(inputs: AttentionInputs) -> Tensor:
+    """``(B, h, N, d_v)``: the relative terms added inside the kernel's loop, at the plain depth."""
+    q = inputs.scaled_q()
+    q_aug, _ = encoder_factors(inputs.encoder, q, inputs.pos, inputs.tokens)  # (B, h, N, H + W)
+    return grid_attention(q, inputs.k, inputs.v, q_aug, inputs.grid)
+
+
+PATH = AttentionPath("native", supported, run)

@@ -9,7 +9,7 @@ per-query form use it:
   query's ``2D + 1`` logits of its band (:func:`band_table`), read at ``clip(j - i, -D, D) + D``;
 * **grid** (2D, :meth:`~aug_attn.positional.RelativePositionEncoder.factorized_grid`): the factors
   ``a = [q r^H, q r^W]`` gathered, ``s_ij = q_i . k_j + a[i, y_j] + a[i, H + x_j]``: the same two
-  additions per query-key pair as the native CPU kernel (:mod:`aug_attn.native`), at the plain depth
+  additions per query-key pair as the native CPU kernel (:mod:`aug_attn.attention.native`), at the plain depth
   ``d`` instead of the factorized SDPA path's ``d + H + W``.
 
 **Precision.** Under ``torch.autocast`` the queries, keys and values enter the kernel in the
@@ -34,22 +34,79 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["flex_supported", "band_table", "flex_band_attention", "flex_grid_attention", "FLEX_MIN_DEPTH"]
+from aug_attn.attention.common import AttentionInputs, AttentionPath, band_rows, banded_is_faster, encoder_factors
+
+__all__ = [
+    "GRID_PATH",
+    "BAND_PATH",
+    "flex_supported",
+    "band_table",
+    "flex_band_attention",
+    "flex_grid_attention",
+    "FLEX_MIN_DEPTH",
+]
 
 FLEX_MIN_DEPTH = 16  # the kernel's matrix products take depths of at least 16 (Triton's tl.dot)
 FLEX_MAX_SHAPES = 64  # compiled kernels per process, see _shapes_allowed
 
 
+def flex_refusals(q: Tensor, dropout_p: float, masked: bool) -> list[str]:
+    """Why the FlexAttention paths cannot run: they need CUDA (FlexAttention's backward, with
+    gradients to the tensors a ``score_mod`` reads, exists there), no dropout or mask, not exporting."""
+    reasons = []
+    if not q.is_cuda:
+        reasons.append(f"needs CUDA tensors, got {q.device.type}")
+    if importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
+        reasons.append("needs torch >= 2.5 (FlexAttention)")
+    if dropout_p:
+        reasons.append("no dropout")
+    if masked:
+        reasons.append("no padding mask")
+    if torch.compiler.is_exporting():
+        reasons.append("not while exporting")
+    return reasons
+
+
 def flex_supported(q: Tensor, dropout_p: float, masked: bool) -> bool:
-    """Whether the FlexAttention paths run: CUDA (FlexAttention's backward, with gradients to the
-    tensors a ``score_mod`` reads, exists there), no dropout or mask, not exporting."""
-    return (
-        q.is_cuda
-        and importlib.util.find_spec("torch.nn.attention.flex_attention") is not None  # torch >= 2.5
-        and dropout_p == 0.0
-        and not masked
-        and not torch.compiler.is_exporting()
-    )
+    """Whether the FlexAttention paths can run (:func:`flex_refusals` is empty)."""
+    return not flex_refusals(q, dropout_p, masked)
+
+
+def _grid_supported(inputs: AttentionInputs) -> list[str]:
+    if inputs.grid is None:
+        return ["the encoder has no grid form for these positions"]
+    if inputs.factorize is False:
+        return ["factorize=False"]
+    return flex_refusals(inputs.q, inputs.dropout_p, inputs.masked)
+
+
+def _band_supported(inputs: AttentionInputs) -> list[str]:
+    if inputs.band is None:
+        return ["the encoder has no band for these positions"]
+    if not banded_is_faster(inputs.tokens, inputs.band):
+        return [f"cost rule: {inputs.tokens} tokens is under 4 x band {inputs.band}"]
+    return flex_refusals(inputs.q, inputs.dropout_p, inputs.masked)
+
+
+def _scaled(inputs: AttentionInputs) -> Tensor:
+    """Pre-scaled queries; float32 under autocast (the per-query logits tables are built from them)."""
+    q = inputs.q.float() if inputs.autocast_dtype is not None else inputs.q
+    return q * inputs.head_dim**-0.5
+
+
+def _run_grid(inputs: AttentionInputs) -> Tensor:
+    with torch.autocast(inputs.q.device.type, enabled=False):
+        q = _scaled(inputs)
+        q_aug, _ = encoder_factors(inputs.encoder, q, inputs.pos, inputs.tokens)  # (B, h, N, H + W)
+        return flex_grid_attention(q, inputs.k, inputs.v, q_aug, inputs.grid, inputs.autocast_dtype)
+
+
+def _run_band(inputs: AttentionInputs) -> Tensor:
+    with torch.autocast(inputs.q.device.type, enabled=False):
+        q = _scaled(inputs)
+        rows = band_rows(inputs.batch * inputs.heads, inputs.band, inputs.max_logits_elements)
+        table = band_table(inputs.encoder, q, inputs.pos, inputs.band, rows)  # (B, h, N, 2D + 1)
+        return flex_band_attention(q, inputs.k, inputs.v, table, inputs.band, inputs.autocast_dtype)
 
 
 def _padded_depth(depth: int) -> int:
@@ -159,3 +216,7 @@ def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
 
     return torch.compile(flex_attention, dynamic=False)
+
+
+GRID_PATH = AttentionPath("flex_grid", _grid_supported, _run_grid, keeps_autocast=True)
+BAND_PATH = AttentionPath("flex_band", _band_supported, _run_band, keeps_autocast=True)

@@ -15,8 +15,9 @@ The backward pass runs the flash backward kernel of every tile with the *merged*
 log-sum-exp, which gives exactly that tile's share of the gradients of the one softmax over all
 keys. Nothing of size ``N x N`` is stored; the forward keeps one running output.
 
-CPU only (``aten._scaled_dot_product_flash_attention_for_cpu`` and its backward, the kernels of
-:mod:`aug_attn.banded`); float32 and float64, no dropout, no padding mask.
+CPU only (:func:`~aug_attn.attention.common.flash_cpu` and its backward, the kernels of the band
+path); float32 and float64, no dropout, no padding mask. Taken where the factorized form is wanted
+(:func:`~aug_attn.attention.factorized.wanted`) and :func:`tiled_is_faster`.
 """
 
 from __future__ import annotations
@@ -25,16 +26,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aug_attn.banded import banded_supported
+from aug_attn.attention.common import (
+    AttentionInputs,
+    AttentionPath,
+    encoder_factors,
+    flash_cpu,
+    flash_cpu_backward,
+    flash_cpu_supported,
+    merge_partial,
+)
+from aug_attn.attention.factorized import wanted as factorized_wanted
 
-__all__ = ["tiled_factorized_attention", "tiled_supported", "tiled_is_faster", "TILED_MIN_SAVING"]
+__all__ = ["PATH", "supported", "run", "tiled_factorized_attention", "tiled_is_faster", "tile_side", "TILED_MIN_SAVING"]
 
 TILED_MIN_SAVING = 1.5  # see tiled_is_faster
+TILE_MIN_SIDE = 8  # see tile_side
 
 
-# The same CPU flash kernels as the band path, so the same conditions (CPU float32/64, no dropout or
-# mask, not while compiling or exporting: private aten ops inside an autograd.Function).
-tiled_supported = banded_supported
+def tile_side(head_dim: int) -> int:
+    """Side ``s`` of the key tiles: tile depth ``d + 2s`` with ``s = 0.8 d``, at least
+    ``TILE_MIN_SIDE``. Smaller tiles mean more and shorter fused calls; for the WRN-28-10 layer
+    (``d = 20``) sides 10 to 20 were timed on CPU and 16 was the fastest at 32x32 and 64x64
+    (``scripts/bench_attention.py``)."""
+    return max(TILE_MIN_SIDE, (4 * head_dim) // 5)
 
 
 def tiled_is_faster(full_depth: int, tile_depth: int) -> bool:
@@ -43,6 +57,30 @@ def tiled_is_faster(full_depth: int, tile_depth: int) -> bool:
     and the tiles' extra passes (one flash call per tile, the merge) are paid back once the depth
     shrinks by ``TILED_MIN_SAVING`` (``scripts/bench_attention.py``)."""
     return full_depth >= TILED_MIN_SAVING * tile_depth
+
+
+def supported(inputs: AttentionInputs) -> list[str]:
+    """The factorized form wanted, the CPU flash kernels usable, tiles from the encoder, and
+    :func:`tiled_is_faster` than one fused call."""
+    reasons = factorized_wanted(inputs) + flash_cpu_supported(inputs)
+    if reasons:
+        return reasons
+    tiles = inputs.encoder.factorized_tiles(inputs.pos, tile_side(inputs.head_dim))
+    if tiles is None:
+        return [f"{type(inputs.encoder).__name__} has no key tiles"]
+    full_depth = max(inputs.head_dim + inputs.factorized_dim, inputs.value_dim)
+    tile_depth = max(inputs.head_dim + max(columns.numel() for _, columns in tiles), inputs.value_dim)
+    if not tiled_is_faster(full_depth, tile_depth):
+        return [f"cost rule: tile depth {tile_depth} saves too little over depth {full_depth}"]
+    return []
+
+
+def run(inputs: AttentionInputs) -> Tensor:
+    """``(B, h, N, d_v)`` by :func:`tiled_factorized_attention` over the encoder's tiles."""
+    q = inputs.scaled_q()
+    q_aug, k_aug = encoder_factors(inputs.encoder, q, inputs.pos, inputs.tokens)  # (B, h, N, a), (N, a)
+    tiles = inputs.encoder.factorized_tiles(inputs.pos, tile_side(inputs.head_dim))
+    return tiled_factorized_attention(q, inputs.k, inputs.v, q_aug, k_aug, tiles)
 
 
 def _runs(index: Tensor) -> list[tuple[int, int]]:
@@ -96,16 +134,8 @@ class _TiledAttention(torch.autograd.Function):
         plan = _plan(tiles)
         for tile in plan:
             q_tile, k_tile = _tile_inputs(q, k, q_aug, k_aug, tile, extra)
-            part, part_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                q_tile, k_tile, _take(v_padded, 2, tile[0], tile[2]), scale=1.0
-            )
-            part_lse = part_lse.to(q.dtype)  # (B, h, N)
-            if out is None:
-                out, lse = part, part_lse
-                continue
-            merged = torch.logaddexp(lse, part_lse)
-            out = torch.exp(lse - merged)[..., None] * out + torch.exp(part_lse - merged)[..., None] * part
-            lse = merged
+            part, part_lse = flash_cpu(q_tile, k_tile, _take(v_padded, 2, tile[0], tile[2]))  # (B, h, N, .), (B, h, N)
+            out, lse = merge_partial(out, lse, part, part_lse)
         ctx.save_for_backward(q, k, v_padded, q_aug, k_aug, out, lse)
         ctx.plan, ctx.extra = plan, extra
         return out
@@ -121,9 +151,7 @@ class _TiledAttention(torch.autograd.Function):
             keys, columns = tile[0], tile[1]
             q_tile, k_tile = _tile_inputs(q, k, q_aug, k_aug, tile, ctx.extra)
             # The merged output and log-sum-exp: this tile's share of the one softmax's gradients.
-            dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                grad_out, q_tile, k_tile, _take(v_padded, 2, keys, tile[2]), out, lse, 0.0, False, scale=1.0
-            )
+            dq, dk, dv = flash_cpu_backward(grad_out, q_tile, k_tile, _take(v_padded, 2, keys, tile[2]), out, lse)
             grad_q += dq[..., :depth]
             grad_q_aug.index_add_(-1, columns, dq[..., depth : depth + columns.numel()])
             grad_k.index_copy_(2, keys, dk[..., :depth])  # every key lies in one tile
@@ -154,3 +182,6 @@ def tiled_factorized_attention(q: Tensor, k: Tensor, v: Tensor, q_aug: Tensor, k
     v_padded = F.pad(v, (0, q.shape[-1] + extra - value_depth))
     out = _TiledAttention.apply(q, k, v_padded, q_aug, k_aug.detach(), tiles, extra)
     return out[..., :value_depth]
+
+
+PATH = AttentionPath("tiled", supported, run)
