@@ -56,7 +56,7 @@ def flex_refusals(q: Tensor, dropout_p: float, masked: bool) -> list[str]:
     reasons = []
     if not q.is_cuda:
         reasons.append(f"needs CUDA tensors, got {q.device.type}")
-    if importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
+    if not _has_flex():
         reasons.append("needs torch >= 2.5 (FlexAttention)")
     if dropout_p:
         reasons.append("no dropout")
@@ -65,6 +65,11 @@ def flex_refusals(q: Tensor, dropout_p: float, masked: bool) -> list[str]:
     if torch.compiler.is_exporting():
         reasons.append("not while exporting")
     return reasons
+
+
+@functools.cache
+def _has_flex() -> bool:
+    return importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
 
 
 def flex_supported(q: Tensor, dropout_p: float, masked: bool) -> bool:
