@@ -9,13 +9,29 @@ import torch
 
 from aug_attn_tasks.config import check_keys
 
-__all__ = ["build_optimization", "OPTIM_KEYS"]
+__all__ = ["build_optimization", "weight_averaging", "OPTIM_KEYS"]
 
 log = logging.getLogger(__name__)
 OPTIM_KEYS = (
     "name", "lr", "weight_decay", "momentum", "nesterov", "schedule", "step_size", "gamma", "milestones", "warmup_epochs",
-    "warmup_start_factor",
+    "warmup_start_factor", "ema_decay",
 )  # fmt: skip
+
+
+def weight_averaging(cfg: dict[str, Any]):
+    """The callback of ``optim.ema_decay`` (a number in ``(0, 1)``; absent, null or 0: none): an
+    exponential moving average of the weights and buffers after every optimizer step, ``avg =
+    decay * avg + (1 - decay) * w`` (Lightning's ``EMAWeightAveraging``). Validation, checkpoint
+    selection, the saved ``state_dict`` (so testing and inference) use the average; the checkpoint
+    also keeps the raw weights for resuming. ``1 / (1 - decay)`` steps is about the horizon."""
+    decay = cfg.get("ema_decay")
+    if decay in (None, 0, 0.0):
+        return None
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < float(decay) < 1.0:
+        raise ValueError(f"optim.ema_decay must be a number in (0, 1) (e.g. 0.995), or 0/null for none; got {decay!r}")
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    return EMAWeightAveraging(decay=float(decay))
 
 
 def build_optimization(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any], max_epochs: int | None) -> dict[str, Any]:
@@ -27,7 +43,7 @@ def build_optimization(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]
     ``cfg``: ``name`` (adam | adamw | sgd), ``lr``, ``weight_decay``, ``momentum`` and ``nesterov``
     (sgd), ``schedule`` (none | cosine | step | multistep), ``step_size`` and ``gamma`` (step: x gamma
     every ``step_size`` epochs), ``milestones`` and ``gamma`` (multistep: x gamma at each listed epoch),
-    ``warmup_epochs`` and ``warmup_start_factor`` (linear ramp of the learning rate from
+    ``ema_decay`` (:func:`weight_averaging`; training adds its callback), ``warmup_epochs`` and ``warmup_start_factor`` (linear ramp of the learning rate from
     ``warmup_start_factor * lr`` in the first epoch to ``lr`` after ``warmup_epochs`` epochs; the main
     schedule then runs over the remaining ``max_epochs - warmup_epochs``, its epoch counts measured
     from the end of the warm-up). The learning rate changes once per epoch.

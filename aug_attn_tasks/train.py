@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from aug_attn.optional import import_extra
 from aug_attn_tasks.config import apply_overrides, check_keys, parameter_names
 from aug_attn_tasks.confusion import write_confusions
+from aug_attn_tasks.optim import weight_averaging
 from aug_attn_tasks.recipes import get_recipe, load_checkpoint
 
 __all__ = ["fit", "evaluate", "RandomState", "FiniteLoss"]
@@ -167,9 +168,10 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
     data, module = recipe.build_data(config), recipe.build_module(config)
     validate = bool(getattr(data, "has_validation", True))
     checkpoints = _checkpoints(config, resume, validate)
+    averaging = [c for c in [weight_averaging(config.get("optim", {}))] if c is not None]
     loggers = _loggers(config)
     try:
-        trainer = _trainer(config, [*checkpoints, RandomState(), FiniteLoss(), *(callbacks or [])], loggers, validate)
+        trainer = _trainer(config, [*checkpoints, RandomState(), FiniteLoss(), *averaging, *(callbacks or [])], loggers, validate)
         trainer.fit(module, datamodule=data, ckpt_path=resume)
     except BaseException:
         _remove_unstarted_run(Path(loggers[0].log_dir))

@@ -199,3 +199,29 @@ def test_broken_checkpoints_and_overrides_are_errors_not_tracebacks(tiny_run, tm
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err[-2000:]
+
+
+def test_weight_averaging_tests_and_saves_the_average(tiny_run, tmp_path):
+    """``optim.ema_decay``: the checkpoint's ``state_dict`` (what testing and inference load) is the
+    moving average of the weights, which differs from the raw weights it also keeps for resuming."""
+    root, config_path = tiny_run
+    config = yaml.safe_load(config_path.read_text())
+    config["output"] = {"dir": str(tmp_path / "runs")}
+    config["trainer"]["max_epochs"] = 2
+    config["optim"]["ema_decay"] = 0.5
+    path = tmp_path / "ema.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path)]) == 0
+    (best,) = (tmp_path / "runs").glob("*/version_0/checkpoints/best.ckpt")
+    saved = torch.load(best, map_location="cpu", weights_only=False)
+    averaged, raw = saved["state_dict"], saved["current_model_state"]
+    assert averaged.keys() == raw.keys()
+    weights = [name for name, value in raw.items() if value.is_floating_point() and "running" not in name]
+    assert any(not torch.equal(averaged[name], raw[name]) for name in weights)
+
+
+@pytest.mark.parametrize("decay", [1.5, "fast", True])
+def test_a_bad_ema_decay_is_an_error_naming_the_option(tiny_run, tmp_path, capsys, decay):
+    root, config_path = tiny_run
+    assert main(["train", str(config_path), "--optim.ema_decay", str(decay).lower()]) != 0
+    assert "optim.ema_decay must be a number in (0, 1)" in capsys.readouterr().err
