@@ -4,7 +4,7 @@
 best checkpoint by the config's validation metric, test it, print the metrics; the run goes to
 ``<output.dir>/NAME/version_N`` (default NAME: the config's ``name``, else its file name).
 ``aug-attn test CHECKPOINT [--section.key VALUE ...] [--perturb KIND [--strengths S,...]]``: evaluate a
-checkpoint (``--perturb``: audio robustness over a grid of strengths, :mod:`aug_attn_tasks.audio.robustness`).
+checkpoint (``--perturb``: the task's robustness tests over a grid of strengths, :mod:`aug_attn_tasks.robustness`).
 ``aug-attn export CHECKPOINT OUT [--format pt2|onnx] [--batch-size B]``: export the model for deployment.
 ``aug-attn configs [--names]``: list the shipped configs, one line each (task, model, the time and
 first sentence of the YAML's header comment), or their names only.
@@ -51,10 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="CKPT", help="resume training from this checkpoint (e.g. .../last.ckpt)")
     test = sub.add_parser("test", help="evaluate a checkpoint written by `aug-attn train`", description=overrides)
     test.add_argument("checkpoint")
+    kinds = "; ".join(f"{task}: {', '.join(tests.PERTURBATIONS)}" for task, tests in task_modules("robustness").items())
     test.add_argument(
         "--perturb",
-        choices=["time_stretch", "pitch_shift", "compression", "white_noise"],
-        help="audio: test again with every clip perturbed, over a grid of strengths (Won et al. 2020)",
+        metavar="KIND",
+        help=f"test again with every input perturbed by KIND, over a grid of strengths ({kinds})",
     )
     test.add_argument("--strengths", help="comma-separated strengths for --perturb (default: its grid)")
     export = sub.add_parser("export", help="export a checkpoint's model with torch.export (.pt2) or to ONNX")
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "test":
             if args.perturb:
-                from aug_attn_tasks.audio.robustness import robustness
+                from aug_attn_tasks.robustness import robustness
 
                 strengths = [float(v) for v in args.strengths.split(",")] if args.strengths else None
                 robustness(args.checkpoint, args.perturb, strengths, overrides)

@@ -12,7 +12,9 @@ A task package holds modules of fixed roles, which the generic commands load by 
 - ``plots`` (optional): ``run_figures(run_dir) -> [(file name, figure)]``, the task's own pictures
   of a run folder, and ``RUN_FILES``, the files they are drawn from (:mod:`aug_attn_tasks.plot`);
 - ``cli`` (optional): ``add_commands(subparsers)``, the task's own ``aug-attn`` commands
-  (:mod:`aug_attn_tasks.cli`).
+  (:mod:`aug_attn_tasks.cli`);
+- ``robustness`` (optional): ``PERTURBATIONS``, ``perturb_overrides`` and ``metric_names``, the
+  task's robustness tests (:mod:`aug_attn_tasks.robustness`, ``aug-attn test CKPT --perturb KIND``).
 
 Imports point one way: the generic modules use this table, task packages never import it.
 """
@@ -30,8 +32,8 @@ TASKS: dict[str, str] = {
     "points": "aug_attn_tasks.points",
     "images": "aug_attn_tasks.images",
 }
-ROLES = ("recipe", "predict", "explain", "plots", "cli")
-OPTIONAL_ROLES = ("plots", "cli")
+ROLES = ("recipe", "predict", "explain", "plots", "cli", "robustness")
+OPTIONAL_ROLES = ("plots", "cli", "robustness")
 
 
 def task_module(task: str, role: str) -> ModuleType:

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from aug_attn_tasks.audio import cache as cache_module
 from aug_attn_tasks.audio.cache import MANIFEST, prepare_cache
-from aug_attn_tasks.audio.datasets import AudioDataModule, build_catalog
+from aug_attn_tasks.audio.data import AudioDataModule, build_catalog
 from aug_attn_tasks.audio.io import AudioDecodeError, chunk_windows, fit_length, load_audio, window_starts
 from aug_attn_tasks.audio.synthetic import SYNTHETIC_TAGS, synthetic_clip
 

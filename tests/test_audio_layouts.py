@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from aug_attn_tasks.audio.datasets import AudioDataModule, build_catalog
+from aug_attn_tasks.audio.data import AudioDataModule, build_catalog
 
 RATE = 16000
 
@@ -249,7 +249,7 @@ def _folder_at(root: Path, rates: dict[str, int]) -> None:
 
 
 def test_native_sample_rate_keeps_the_files_rate_up_to_the_cap(tmp_path):
-    from aug_attn_tasks.audio.datasets import resolve_rate
+    from aug_attn_tasks.audio.data import resolve_rate
 
     _folder_at(tmp_path / "speech", {"zero": 8000, "one": 8000})
     cfg = {"layout": "folder", "root": str(tmp_path / "speech"), "sample_rate": "native", "chunk_seconds": 0.5}

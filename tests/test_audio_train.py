@@ -164,7 +164,7 @@ def test_every_shipped_config_passes_the_key_checks():
 
 
 def test_every_shipped_data_section_passes_its_tasks_key_check():
-    from aug_attn_tasks.audio.datasets import DATA_KEYS as AUDIO
+    from aug_attn_tasks.audio.data import DATA_KEYS as AUDIO
     from aug_attn_tasks.config import available_configs, check_keys, load_config
     from aug_attn_tasks.images.data import DATA_KEYS as IMAGES
     from aug_attn_tasks.points.data import DATA_KEYS as POINTS

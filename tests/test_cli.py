@@ -1,4 +1,5 @@
-"""`aug-attn train --name` (the run's folder) and `aug-attn configs` (what each shipped config is)."""
+"""`aug-attn train --name` (the run's folder), `aug-attn configs` (what each shipped config is) and
+`aug-attn test --perturb` routed to the checkpoint's task."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from aug_attn_tasks.config import (
     load_config,
     stated_time,
 )
+from aug_attn_tasks.registry import task_modules
+
+from tiny_checkpoints import POINTS, TAGGING, write_checkpoint
 
 SHIPPED = Path(aug_attn_tasks.__file__).parent / "configs"
 TINY = {
@@ -131,3 +135,19 @@ def test_header_and_first_sentence():
     assert first_sentence(header_comment(text)) == "First line of the header (Bello et al. 2019, e.g. this)."
     assert first_sentence("No full stop") == "No full stop"
     assert header_comment("task: images\n") == ""
+
+
+def test_perturb_goes_to_the_task_of_the_checkpoint(tmp_path, capsys):
+    assert list(task_modules("robustness")) == ["tagging"]
+    with pytest.raises(SystemExit):
+        main(["test", "--help"])
+    assert "(tagging: time_stretch, pitch_shift, compression, white_noise)" in " ".join(capsys.readouterr().out.split())
+    points = write_checkpoint(POINTS, tmp_path / "points.ckpt")
+    assert main(["test", str(points), "--perturb", "white_noise"]) == 2
+    err = capsys.readouterr().err
+    assert "task 'points' has no robustness tests; tasks with them: tagging (time_stretch, " in err and "Traceback" not in err
+    tagger = write_checkpoint(TAGGING, tmp_path / "tagger.ckpt")
+    assert main(["test", str(tagger), "--perturb", "reverb"]) == 2
+    assert "--perturb reverb: task 'tagging' perturbs with one of time_stretch, " in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists()
+

@@ -30,7 +30,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from aug_attn_tasks.audio.datasets import DATA_KEYS as AUDIO_KEYS
+from aug_attn_tasks.audio.data import DATA_KEYS as AUDIO_KEYS
 from aug_attn_tasks.config import available_configs, check_keys, load_config, parameter_names
 from aug_attn_tasks.images.data import DATA_KEYS as IMAGE_KEYS
 from aug_attn_tasks.optim import OPTIM_KEYS

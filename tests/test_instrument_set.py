@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from aug_attn_tasks.audio.datasets import build_catalog
+from aug_attn_tasks.audio.data import build_catalog
 
 _SCRIPT = Path(__file__).parents[1] / "scripts" / "make_instrument_set.py"
 _SPEC = importlib.util.spec_from_file_location("make_instrument_set", _SCRIPT)

@@ -85,7 +85,10 @@ def test_the_taggers_attention_lines_have_a_labelled_scale(tmp_path, monkeypatch
     assert 0 < values.max() <= 1 and values.min() >= 0  # softmax weights on their own axis, not rescaled to Hz
     low, high = line_axes[0].get_ylim()
     assert low == 0 and values.max() < high
-    assert any(ax.get_ylabel() == "frequency (Hz)" for ax in fig.axes)  # the spectrogram keeps its own axis
+    [spectrogram] = [ax for ax in fig.axes if ax.get_ylabel() == "frequency (Hz)"]  # the spectrogram keeps its own axis
+    [levels] = spectrogram.get_images()
+    [colour_bar] = spectrogram.child_axes  # outside the axes: both panels keep one time axis
+    assert colour_bar.get_ylabel() == "STFT magnitude (dB)" and colour_bar.get_ylim() == pytest.approx(levels.get_clim())
 
 
 def test_explain_an_image_classifier(tmp_path):

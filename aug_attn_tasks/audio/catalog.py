@@ -1,7 +1,7 @@
 """What a dataset holds, before any audio is decoded: tags or classes, and per split the clips.
 
-A layout reader (:mod:`~aug_attn_tasks.audio.datasets`, :mod:`~aug_attn_tasks.audio.layouts`) turns
-the ``data`` config section into a :class:`Catalog`; the helpers here are the pieces they share.
+A layout reader (:mod:`~aug_attn_tasks.audio.layouts`) turns the ``data`` config section into a
+:class:`Catalog`; the helpers here are the pieces the readers and the DataModule share.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def audio_root(cfg: dict[str, Any]) -> Path:
 
 def default_cache_dir(cfg: dict[str, Any]) -> Path:
     """``<audio root>/cache-<sample rate>hz``, where the cache goes without ``data.cache_dir``
-    (``data.sample_rate`` resolved to a number, :func:`~aug_attn_tasks.audio.datasets.resolve_rate`)."""
+    (``data.sample_rate`` resolved to a number, :func:`~aug_attn_tasks.audio.data.resolve_rate`)."""
     return audio_root(cfg) / f"cache-{int(cfg.get('sample_rate', 16000))}hz"
 
 

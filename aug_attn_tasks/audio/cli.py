@@ -12,7 +12,7 @@ __all__ = ["add_commands"]
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from aug_attn_tasks.audio.datasets import AudioDataModule
+    from aug_attn_tasks.audio.data import AudioDataModule
     from aug_attn_tasks.config import load_config
 
     config = load_config(args.config, args.overrides)

@@ -58,9 +58,10 @@ def attention_label(module: TaggingModule) -> str:
 
 
 def explain_figure(module: TaggingModule, config: dict[str, Any], path: Path, top: int = 3) -> Any:
-    """The matplotlib Figure :func:`explain` saves: ``path``'s waveform and log spectrogram, each with
-    the back end's attention over time on a right-hand y axis labelled by :func:`attention_label`
-    (shaded over the waveform, a cyan line over the spectrogram), titled with the top tags."""
+    """The matplotlib Figure :func:`explain` saves: ``path``'s waveform and log spectrogram (with its
+    colour bar in dB), each with the back end's attention over time on a right-hand y axis labelled
+    by :func:`attention_label` (shaded over the waveform, a cyan line over the spectrogram), titled
+    with the top tags."""
     plt = pyplot()
     predictor = AudioPredictor(module, config)
     wave = load_audio(path, predictor.rate, predictor.limits)  # (L,)
@@ -77,10 +78,13 @@ def explain_figure(module: TaggingModule, config: dict[str, Any], path: Path, to
     ax_att.tick_params(axis="y", colors="tab:red")
     n_fft = min(512, 2 ** int(np.log2(max(16, len(wave) // 4))))
     spec = torch.stft(torch.from_numpy(wave), n_fft, hop_length=n_fft // 4, window=torch.hann_window(n_fft), return_complex=True)
-    ax_spec.imshow(
+    levels = ax_spec.imshow(
         20 * np.log10(spec.abs().numpy() + 1e-6), origin="lower", aspect="auto", cmap="magma",
         extent=(0, len(wave) / predictor.rate, 0, predictor.rate / 2),
     )  # fmt: skip
+    # The colour bar sits right of the attention axis's label, outside the axes, so that the two
+    # panels keep one time axis.
+    fig.colorbar(levels, cax=ax_spec.inset_axes((1.13, 0.0, 0.02, 1.0)), label="STFT magnitude (dB)")
     ax_spec.set_xlabel("time (s)")
     ax_spec.set_ylabel("frequency (Hz)")
     ax_line = ax_spec.twinx()  # the line's own scale: its peak at 90% of the height, as over the spectrogram before

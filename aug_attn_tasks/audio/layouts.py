@@ -1,5 +1,13 @@
-"""Single-label dataset layouts as they are released, each read into a :class:`~.catalog.Catalog`.
+"""Every ``data.layout`` of the tagging recipe, each read into a :class:`~.catalog.Catalog` without
+decoding audio (:data:`CATALOGS`; :func:`~aug_attn_tasks.audio.data.build_catalog` picks one).
 
+- ``mtat``: ``<root>/annotations_final.csv`` (tab-separated: ``clip_id``, 188 tag columns,
+  ``mp3_path``) and clips under ``<root>/<0-f>/``. With ``data.split_dir`` (``{root}`` in it stands
+  for ``data.root``, e.g. ``"{root}/split"``) holding Won et al.'s
+  ``tags.npy``, ``binary.npy``, ``train.npy``, ``valid.npy``, ``test.npy`` (lines ``"ix\\t<folder>/<file>.mp3"``,
+  ix = CSV row) those define tags and splits; otherwise the ``top_k`` (50) most frequent tags over
+  the whole CSV, folders 0-b train, c valid, d-f test, and, as Won et al.'s split script does,
+  only clips with at least one of those tags (the others are logged and left out).
 - ``folder``: ``<root>/<label>/*.<audio>`` split per class with ``data.split_seed``, or
   ``<root>/{train,valid,test}/<label>/*.<audio>`` (``val``/``validation`` accepted) when those
   folders exist: the split is then the folders'. Folders without audio files are not labels (logged,
@@ -19,9 +27,18 @@
   ``data.split_dir`` (default ``{root}``); lines ``<genre>/<file>`` or ``<genre>.<n>.<ext>``. A listed
   ``.au`` found as ``.wav`` (or any other audio extension with the same stem) is taken; clips in no
   list are left out, as the lists intend.
+- ``csv``: ``data.csv`` with a ``path`` column (relative to the CSV's folder, staying inside it),
+  optionally a ``split`` column (train/valid/test), and either a ``label`` column (single-label;
+  other columns are metadata and ignored) or one 0/1 column per tag (multi-label). A file listed
+  twice is an error.
+- ``synthetic``: :mod:`~aug_attn_tasks.audio.synthetic` clips, generated in memory; the catalog holds
+  their generator indices (the targets come with the clips).
 
-Every file a list or CSV names must exist: a missing one is an error naming the list and its line.
-The fold protocols report one fold per run; cross-validation runs every ``test_fold``.
+``folder`` and ``csv`` without split information are split per class (folder, single-label csv) or
+at random (multi-label csv) with ``data.split_seed`` into ``1 - valid_fraction - test_fraction`` /
+``valid_fraction`` / ``test_fraction``. Every file a list or CSV names must exist: a missing one is
+an error naming the list and its line. The fold protocols report one fold per run; cross-validation
+runs every ``test_fold``.
 """
 
 from __future__ import annotations
@@ -29,16 +46,84 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from aug_attn_tasks.audio.catalog import AUDIO_EXTENSIONS, SPLITS, Catalog, audio_files, is_cache_folder, labelled_catalog, random_split
+from aug_attn_tasks.audio.synthetic import SYNTHETIC_TAGS
 
-__all__ = ["folder_catalog", "speech_commands_catalog", "esc50_catalog", "urbansound8k_catalog", "gtzan_catalog"]
+__all__ = [
+    "CATALOGS", "mtat_catalog", "folder_catalog", "speech_commands_catalog", "esc50_catalog", "urbansound8k_catalog",
+    "gtzan_catalog", "csv_catalog", "synthetic_catalog",
+]  # fmt: skip
 
+MTAT_CSV = "annotations_final.csv"
 log = logging.getLogger(__name__)
 SPLIT_FOLDERS = {"train": ("train",), "valid": ("valid", "val", "validation"), "test": ("test",)}
+
+
+def _read_mtat_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """``annotations_final.csv`` -> (188 tag names, mp3 paths, (N, 188) 0/1 matrix)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"MagnaTagATune annotations not found: {path}")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    header = rows[0]
+    if len(header) < 3 or header[0] != "clip_id" or header[-1] != "mp3_path":
+        raise ValueError(f"{path}: expected a tab-separated header 'clip_id, <tags>, mp3_path', got {header[:3]}...")
+    body = [r for r in rows[1:] if r]
+    bad = next((i for i, r in enumerate(body) if len(r) != len(header)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: row {bad + 1} has {len(body[bad])} fields, the header {len(header)}")
+    labels = np.array([[int(v) for v in r[1:-1]] for r in body], dtype=np.float32)
+    return header[1:-1], [r[-1] for r in body], labels
+
+
+def _load_split_array(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"split file not found: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise ValueError(f"{path}: expected a numpy string/number array (saved without pickle): {error}") from error
+
+
+def mtat_catalog(cfg: dict[str, Any]) -> Catalog:
+    root = Path(cfg["root"])
+    tags188, paths, labels = _read_mtat_csv(root / MTAT_CSV)
+    if cfg.get("split_dir"):
+        split_dir = Path(str(cfg["split_dir"]).replace("{root}", str(root)))
+        if not split_dir.is_dir():
+            raise FileNotFoundError(
+                f"split folder not found: {split_dir} (data.split_dir; --data.split_dir null uses the folder split)"
+            )
+        tags = [str(t) for t in _load_split_array(split_dir / "tags.npy")]
+        binary = _load_split_array(split_dir / "binary.npy").astype(np.float32)
+        if binary.shape != (len(paths), len(tags)):
+            raise ValueError(f"{split_dir / 'binary.npy'}: shape {binary.shape}, expected ({len(paths)}, {len(tags)})")
+        catalog = Catalog(tags, True)
+        for split in SPLITS:
+            lines = [str(line).split("\t") for line in _load_split_array(split_dir / f"{split}.npy")]
+            if any(len(parts) != 2 for parts in lines):
+                raise ValueError(f"{split_dir / f'{split}.npy'}: lines must look like 'ix\\t<folder>/<file>.mp3'")
+            rows = [int(ix) for ix, _ in lines]
+            catalog.keys[split] = [name for _, name in lines]
+            catalog.targets[split] = binary[rows]
+        return catalog
+    top_k = int(cfg.get("top_k", 50))
+    counts = labels.sum(axis=0)
+    order = sorted(range(len(tags188)), key=lambda i: (-counts[i], i))[:top_k]
+    folder_split = {**dict.fromkeys("0123456789ab", "train"), "c": "valid", **dict.fromkeys("def", "test")}
+    tagged = labels[:, order].sum(axis=1) > 0
+    if not tagged.all():
+        log.info("MagnaTagATune: %d of %d clips have none of the top-%d tags and are left out", (~tagged).sum(), len(paths), top_k)
+    catalog = Catalog([tags188[i] for i in order], True)
+    for split in SPLITS:
+        rows = [i for i, p in enumerate(paths) if folder_split.get(p.split("/")[0]) == split and tagged[i]]
+        catalog.keys[split] = [paths[i] for i in rows]
+        catalog.targets[split] = labels[rows][:, order]
+    return catalog
 
 
 def _root(cfg: dict[str, Any]) -> Path:
@@ -204,3 +289,76 @@ def gtzan_catalog(cfg: dict[str, Any]) -> Catalog:
     if unlisted:  # the filtered lists leave out faulty clips on purpose: counted, not silent
         log.warning("%s: %d of %d clips are in no split list and are left out (the lists' choice)", root, unlisted, len(on_disk))
     return labelled_catalog(items, sorted({label for _, label in items["train"]}), str(split_dir))
+
+
+def csv_catalog(cfg: dict[str, Any]) -> Catalog:
+    path = Path(cfg["csv"])
+    if not path.is_file():
+        raise FileNotFoundError(f"label CSV not found: {path}")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        fields = reader.fieldnames or []
+    if "path" not in fields:
+        raise ValueError(f"{path}: needs a 'path' column, found {fields}")
+    single_label = "label" in fields  # then other columns (speaker, notes, ...) are metadata, not tags
+    tags = [] if single_label else [f for f in fields if f not in ("path", "split")]
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        if None in row or any(value is None for value in row.values()):
+            raise ValueError(f"{path}, line {line}: {len(fields)} fields expected (the header's), got another count")
+        bad = [t for t in tags if row[t].strip() not in ("0", "1", "0.0", "1.0")]
+        if bad:
+            raise ValueError(f"{path}, line {line}: tag columns must hold 0 or 1, got {bad[0]}={row[bad[0]]!r}")
+        if single_label and not row["label"].strip():
+            raise ValueError(f"{path}, line {line}: empty label")
+        key = Path(row["path"]).as_posix()
+        if not row["path"] or Path(row["path"]).is_absolute() or ".." in Path(row["path"]).parts:
+            raise ValueError(f"{path}, line {line}: path {row['path']!r} must be relative to the CSV's folder and stay inside it")
+        if key in seen:
+            raise ValueError(f"{path}, line {line}: {key} is already listed on line {seen[key]}")
+        seen[key] = line
+        row["path"] = key
+    classes = sorted({r["label"].strip() for r in rows}) if single_label else []
+    if "split" in fields:
+        names = {"train": 0, "valid": 1, "val": 1, "validation": 1, "test": 2}
+        unknown = {r["split"] for r in rows} - set(names)
+        if unknown:
+            raise ValueError(f"{path}: unknown split values {sorted(unknown)}; use train, valid, test")
+        assignment = np.array([names[r["split"]] for r in rows])
+    else:
+        groups = np.array([classes.index(r["label"].strip()) for r in rows]) if single_label else None
+        assignment = random_split(len(rows), cfg, groups)
+    if single_label:
+        items = {s: [(r["path"], r["label"].strip()) for r, a in zip(rows, assignment) if a == code] for code, s in enumerate(SPLITS)}
+        return labelled_catalog(items, classes, str(path))
+    targets = np.array([[float(r[t]) for t in tags] for r in rows], dtype=np.float32)
+    catalog = Catalog(tags, True)
+    for code, split in enumerate(SPLITS):
+        idx = np.flatnonzero(assignment == code)
+        catalog.keys[split] = [rows[i]["path"] for i in idx]
+        catalog.targets[split] = targets[idx]
+    return catalog
+
+
+def synthetic_catalog(cfg: dict[str, Any]) -> Catalog:
+    catalog = Catalog(list(SYNTHETIC_TAGS), True)
+    start = 0
+    for split in SPLITS:
+        count = int(cfg.get(f"num_{split}", {"train": 1000, "valid": 150, "test": 250}[split]))
+        # Keys are generator indices: disjoint ranges, hence disjoint clips across splits.
+        catalog.keys[split] = [str(i) for i in range(start, start + count)]
+        start += count
+    return catalog
+
+
+CATALOGS: dict[str, Callable[[dict[str, Any]], Catalog]] = {
+    "mtat": mtat_catalog,
+    "folder": folder_catalog,
+    "speech_commands": speech_commands_catalog,
+    "esc50": esc50_catalog,
+    "urbansound8k": urbansound8k_catalog,
+    "gtzan": gtzan_catalog,
+    "csv": csv_catalog,
+    "synthetic": synthetic_catalog,
+}

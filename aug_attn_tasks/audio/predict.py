@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from aug_attn_tasks.audio.datasets import AUDIO_EXTENSIONS
+from aug_attn_tasks.audio.catalog import AUDIO_EXTENSIONS
 from aug_attn_tasks.audio.io import DecodeLimits, chunk_windows, load_audio
 from aug_attn_tasks.audio.recipe import TaggingModule
 

@@ -1,6 +1,6 @@
 """The ``tagging`` recipe: raw-waveform music tagging (multi-label) or classification (single-label).
 
-Config sections used: ``data`` (see :class:`~aug_attn_tasks.audio.datasets.AudioDataModule`),
+Config sections used: ``data`` (see :class:`~aug_attn_tasks.audio.data.AudioDataModule`),
 ``model`` (``name``: muslcat | muslcan | samplecnn | plaincnn, other keys go to the model's constructor),
 ``optim`` (:func:`~aug_attn_tasks.optim.build_optimization`), ``loss``. Multi-label sets train with
 binary cross-entropy and report macro ROC-AUC / PR-AUC; single-label sets use cross-entropy and
@@ -33,7 +33,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from aug_attn.models.muslcat import MuSLCAN, MuSLCAT
 from aug_attn.models.plaincnn import PlainCNN
 from aug_attn.models.samplecnn import SampleCNN
-from aug_attn_tasks.audio.datasets import AudioDataModule, build_catalog, resolve_rate
+from aug_attn_tasks.audio.data import AudioDataModule, build_catalog, resolve_rate
 from aug_attn_tasks.audio.metrics import PER_TAG_FILE, tagging_metrics
 from aug_attn_tasks.audio.transforms import LoudnessNormalize
 from aug_attn_tasks.config import check_keys, parameter_names
@@ -189,7 +189,7 @@ class TaggingModule(L.LightningModule):
 
 def _with_tags(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with ``data.tags`` and ``data.multi_label`` filled from the dataset when missing,
-    and the sample rate and window resolved to numbers (:func:`~aug_attn_tasks.audio.datasets.resolve_rate`):
+    and the sample rate and window resolved to numbers (:func:`~aug_attn_tasks.audio.data.resolve_rate`):
     what a checkpoint stores."""
     config = copy.deepcopy(config)
     data = config.setdefault("data", {})
