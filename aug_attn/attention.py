@@ -180,7 +180,7 @@ def relative_attention(
     (:func:`~aug_attn.flex.flex_supported`, :mod:`aug_attn.flex`); with an encoder whose factorized
     form is a grid's (:meth:`RelativePositionEncoder.factorized_grid`) and where
     :func:`~aug_attn.native.grid_attention_supported` (CPU float32/64, no mask or dropout, not
-    compiling; ``factorize`` not False), the native fused kernel; with an encoder that has a
+    exporting to ONNX; ``factorize`` not False), the native fused kernel (a registered op); with an encoder that has a
     factorized form (:meth:`RelativePositionEncoder.factorized`) and where
     :func:`factorized_is_faster`, fused SDPA on augmented queries and keys (no logits tensor); with
     an encoder that has a band (:meth:`RelativePositionEncoder.band`) and where
