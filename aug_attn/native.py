@@ -61,6 +61,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -249,8 +250,8 @@ def grid_attention_supported(q: Tensor, v: Tensor, dropout_p: float, masked: boo
     )
 
 
-def _pointer(t: Tensor | None) -> ctypes.c_void_p:
-    return ctypes.c_void_p(None if t is None else t.data_ptr())
+def _pointer(t: Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr())
 
 
 def _kernel(direction: str, dtype: torch.dtype) -> Callable[..., None]:
@@ -318,17 +319,29 @@ def _backward_op(
 
 
 @_backward_op.register_fake
-def _backward_fake(grad_out, grad_lse, q, k, v, factors, out, lse, height, width):  # noqa: ANN001, ANN202 (the op's)
+def _backward_fake(
+    grad_out: Tensor,
+    grad_lse: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    factors: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    height: int,
+    width: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return tuple(t.new_empty(t.shape) for t in (q, k, v, factors))
 
 
-def _setup_context(ctx, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:  # noqa: ANN001
+def _setup_context(ctx: Any, inputs: tuple[Tensor, Tensor, Tensor, Tensor, int, int], output: tuple[Tensor, Tensor]) -> None:
     q, k, v, factors, height, width = inputs
     ctx.save_for_backward(q, k, v, factors, *output)
     ctx.grid = (height, width)
 
 
-def _backward(ctx, grad_out: Tensor | None, grad_lse: Tensor | None) -> tuple[Tensor | None, ...]:  # noqa: ANN001
+def _backward(ctx: Any, grad_out: Tensor | None, grad_lse: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Gradients of the forward op's inputs; an unused output (None) has a zero gradient."""
     q, k, v, factors, out, lse = ctx.saved_tensors
     grad_out = torch.zeros_like(out) if grad_out is None else grad_out
     grad_lse = torch.zeros_like(lse) if grad_lse is None else grad_lse

@@ -242,105 +242,113 @@ void forward(const T* q, const T* k, const T* v, const T* a, T* out, T* lse, int
   }
 }
 
-constexpr int64_t BACKWARD_QUERIES = 128;        // queries per backward item (a multiple of R)
-constexpr int64_t BACKWARD_BUFFER = int64_t(64) << 20;  // bytes of per-item dK, dV partial sums at a time
+constexpr int64_t BACKWARD_ITEMS = 32;           // split queries where fewer (batch, head) pairs than this
+constexpr int64_t BACKWARD_QUERIES = 128;        // at least so many queries per chunk (a multiple of R)
+constexpr int64_t BACKWARD_BUFFER = int64_t(64) << 20;  // at most so many bytes of dK, dV partial sums
 
 // The backward pass: dS = P * (dP - delta) with delta_i = dO_i . O_i - dLSE_i, recomputing P from
-// the log-sum-exp. dQ and the factors' gradient are per query row; dK and dV sum over all queries,
-// so each (pair, chunk of BACKWARD_QUERIES queries) item keeps its own partial sums and they are
-// added chunk after chunk in a fixed order: the chunks depend on N only, never on the thread count,
-// so the gradients are bitwise the same on any number of threads.
+// the log-sum-exp. dQ and the factors' gradient are per query row; dK and dV sum over all queries.
+// With many pairs each item is one pair, which writes its dK, dV itself. With few pairs (small
+// batches) the queries are split into chunks too: each (pair, chunk) item keeps partial sums of dK,
+// dV, added afterwards chunk after chunk in a fixed order. The chunks depend on the shapes only,
+// never on the thread count, so the gradients are bitwise the same on any number of threads.
 template <typename T>
 void backward(const T* q, const T* k, const T* v, const T* a, const T* out, const T* lse, const T* grad_out,
               const T* grad_lse, T* grad_q, T* grad_k, T* grad_v, T* grad_a, int64_t BH, const Shape<T>& shape,
               int threads) {
   static_assert(BACKWARD_QUERIES % R == 0, "chunks of whole query blocks");
   const int64_t N = shape.N, d = shape.d, dv = shape.dv, H = shape.H, W = shape.W, A = H + W;
-  const int64_t NP = padded<T>(N);
-  const int64_t chunks = (N + BACKWARD_QUERIES - 1) / BACKWARD_QUERIES;
-  const int64_t per_item = (d + dv) * NP;
-  const int64_t fits = BACKWARD_BUFFER / static_cast<int64_t>(sizeof(T) * chunks * per_item);
-  const int64_t busy = (threads + chunks - 1) / chunks;  // pairs that give every thread an item
-  const int64_t wave = std::min(BH, std::max<int64_t>({1, fits, busy}));
-  std::vector<T> partial(wave * chunks * per_item);
-  for (int64_t b0 = 0; b0 < BH; b0 += wave) {
-    const int64_t b1 = std::min(BH, b0 + wave), items = (b1 - b0) * chunks;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-      Work<T> w(shape);
-      std::vector<T> gq(R * d);
-      int64_t loaded = -1;
+  const int64_t NP = padded<T>(N), per_item = (d + dv) * NP;
+  const int64_t fits = BACKWARD_BUFFER / static_cast<int64_t>(sizeof(T) * BH * per_item);
+  const int64_t chunks = std::max<int64_t>(
+      1, std::min({(BACKWARD_ITEMS + BH - 1) / BH, (N + BACKWARD_QUERIES - 1) / BACKWARD_QUERIES, fits}));
+  const int64_t chunk = ((N + chunks - 1) / chunks + R - 1) / R * R;  // queries per chunk
+  const int64_t items = BH * chunks;
+  std::vector<T> partial(chunks > 1 ? items * per_item : 0);
+#pragma omp parallel num_threads(threads) if (threads > 1 && items > 1)
+  {
+    Work<T> w(shape);
+    std::vector<T> gq(R * d), GKT(d * NP), GVT(dv * NP);
+    int64_t loaded = -1;
 #pragma omp for schedule(dynamic)
-      for (int64_t item = 0; item < items; ++item) {
-        const int64_t b = b0 + item / chunks, first = item % chunks * BACKWARD_QUERIES;
-        T* GKT = partial.data() + item * per_item;
-        T* GVT = GKT + d * NP;
-        std::fill(GKT, GKT + per_item, T(0));
-        if (b != loaded) {
-          w.load_keys(k + b * N * d, v + b * N * dv);
-          loaded = b;
-        }
-        for (int64_t i0 = first; i0 < std::min(N, first + BACKWARD_QUERIES); i0 += R) {
-          const int rows = static_cast<int>(std::min<int64_t>(R, N - i0));
-          w.load_queries(q + b * N * d, a + b * N * A, i0, rows);
-          w.scores();
-          for (int r = 0; r < R; ++r) {
-            T* p = w.S.data() + r * NP;  // becomes the probabilities P
-            T* g = w.G.data() + r * NP;  // becomes dS = P * (dP - delta)
-            const int64_t row = b * N + i0 + r;
-            if (r >= rows) {  // padding rows: no probabilities, no gradient
-              std::fill(p, p + NP, T(0));
-              std::fill(g, g + NP, T(0));
-              std::fill(w.go.begin() + r * dv, w.go.begin() + (r + 1) * dv, T(0));
-              continue;
-            }
-            const T l = lse[row];
-            T delta = grad_lse ? -grad_lse[row] : T(0);
-            for (int64_t e = 0; e < dv; ++e) {
-              w.go[r * dv + e] = grad_out[row * dv + e];
-              delta += grad_out[row * dv + e] * out[row * dv + e];
-            }
-            for (int64_t j = 0; j < NP; ++j) p[j] = fast_exp(p[j] - l);
-            std::fill(g, g + NP, -delta);
-            for (int64_t e = 0; e < dv; ++e) {
-              const T ge = w.go[r * dv + e];
-              const T* vt = w.VT.data() + e * NP;
-              for (int64_t j = 0; j < NP; ++j) g[j] += ge * vt[j];
-            }
-            for (int64_t j = 0; j < NP; ++j) g[j] *= p[j];
-            T* gh = grad_a + row * A;  // sum of dS over each key row ...
-            T* gw = gh + H;            // ... and over each key column
-            std::fill(gw, gw + W, T(0));
-            for (int64_t y = 0; y < H; ++y) {
-              const T* gy = g + y * W;
-              T sum = 0;
-              for (int64_t x = 0; x < W; ++x) {
-                sum += gy[x];
-                gw[x] += gy[x];
-              }
-              gh[y] = sum;
-            }
-          }
-          rows_times_transposed(w.G.data(), w.KT.data(), gq.data(), NP, d);  // dQ = dS K
-          for (int r = 0; r < rows; ++r)
-            std::copy(gq.begin() + r * d, gq.begin() + (r + 1) * d, grad_q + (b * N + i0 + r) * d);
-          add_outer(w.q.data(), w.G.data(), GKT, NP, d);    // dK += dS^T Q
-          add_outer(w.go.data(), w.S.data(), GVT, NP, dv);  // dV += P^T dO
-        }
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t b = item / chunks, first = item % chunks * chunk;
+      std::fill(GKT.begin(), GKT.end(), T(0));
+      std::fill(GVT.begin(), GVT.end(), T(0));
+      if (b != loaded) {
+        w.load_keys(k + b * N * d, v + b * N * dv);
+        loaded = b;
       }
-#pragma omp for schedule(static)
-      for (int64_t b = b0; b < b1; ++b) {  // dK, dV: the chunks' partial sums, in chunk order
-        const T* first = partial.data() + (b - b0) * chunks * per_item;
+      for (int64_t i0 = first; i0 < std::min(N, first + chunk); i0 += R) {
+        const int rows = static_cast<int>(std::min<int64_t>(R, N - i0));
+        w.load_queries(q + b * N * d, a + b * N * A, i0, rows);
+        w.scores();
+        for (int r = 0; r < R; ++r) {
+          T* p = w.S.data() + r * NP;  // becomes the probabilities P
+          T* g = w.G.data() + r * NP;  // becomes dS = P * (dP - delta)
+          const int64_t row = b * N + i0 + r;
+          if (r >= rows) {  // padding rows: no probabilities, no gradient
+            std::fill(p, p + NP, T(0));
+            std::fill(g, g + NP, T(0));
+            std::fill(w.go.begin() + r * dv, w.go.begin() + (r + 1) * dv, T(0));
+            continue;
+          }
+          const T l = lse[row];
+          T delta = grad_lse ? -grad_lse[row] : T(0);
+          for (int64_t e = 0; e < dv; ++e) {
+            w.go[r * dv + e] = grad_out[row * dv + e];
+            delta += grad_out[row * dv + e] * out[row * dv + e];
+          }
+          for (int64_t j = 0; j < NP; ++j) p[j] = fast_exp(p[j] - l);
+          std::fill(g, g + NP, -delta);
+          for (int64_t e = 0; e < dv; ++e) {
+            const T ge = w.go[r * dv + e];
+            const T* vt = w.VT.data() + e * NP;
+            for (int64_t j = 0; j < NP; ++j) g[j] += ge * vt[j];
+          }
+          for (int64_t j = 0; j < NP; ++j) g[j] *= p[j];
+          T* gh = grad_a + row * A;  // sum of dS over each key row ...
+          T* gw = gh + H;            // ... and over each key column
+          std::fill(gw, gw + W, T(0));
+          for (int64_t y = 0; y < H; ++y) {
+            const T* gy = g + y * W;
+            T sum = 0;
+            for (int64_t x = 0; x < W; ++x) {
+              sum += gy[x];
+              gw[x] += gy[x];
+            }
+            gh[y] = sum;
+          }
+        }
+        rows_times_transposed(w.G.data(), w.KT.data(), gq.data(), NP, d);  // dQ = dS K
+        for (int r = 0; r < rows; ++r)
+          std::copy(gq.begin() + r * d, gq.begin() + (r + 1) * d, grad_q + (b * N + i0 + r) * d);
+        add_outer(w.q.data(), w.G.data(), GKT.data(), NP, d);    // dK += dS^T Q
+        add_outer(w.go.data(), w.S.data(), GVT.data(), NP, dv);  // dV += P^T dO
+      }
+      if (chunks == 1) {
         for (int64_t j = 0; j < N; ++j) {
+          for (int64_t c = 0; c < d; ++c) grad_k[(b * N + j) * d + c] = GKT[c * NP + j];
+          for (int64_t e = 0; e < dv; ++e) grad_v[(b * N + j) * dv + e] = GVT[e * NP + j];
+        }
+      } else {
+        std::copy(GKT.begin(), GKT.end(), partial.begin() + item * per_item);
+        std::copy(GVT.begin(), GVT.end(), partial.begin() + item * per_item + d * NP);
+      }
+    }
+    if (chunks > 1) {
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < BH; ++b) {  // dK, dV: the chunks' partial sums, in chunk order
+        const T* sums = partial.data() + b * chunks * per_item;
+        for (int64_t j = 0; j < N; ++j)
           for (int64_t c = 0; c < d + dv; ++c) {
-            T sum = first[c * NP + j];
-            for (int64_t chunk = 1; chunk < chunks; ++chunk) sum += first[chunk * per_item + c * NP + j];
+            T sum = sums[c * NP + j];
+            for (int64_t i = 1; i < chunks; ++i) sum += sums[i * per_item + c * NP + j];
             if (c < d)
               grad_k[(b * N + j) * d + c] = sum;
             else
               grad_v[(b * N + j) * dv + c - d] = sum;
           }
-        }
       }
     }
   }
