@@ -376,5 +376,8 @@ def grid_attention(q: Tensor, k: Tensor, v: Tensor, factors: Tensor, grid: tuple
         )
     if k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} disagree")
-    out, _ = torch.ops.aug_attn.grid_attention(q, k, v.to(q.dtype), factors.to(q.dtype), height, width)
+    # Contiguous here, outside the op: autograd then saves these copies for the backward pass (not
+    # the views of the caller's projections, nor a second copy made inside the op).
+    q, k, v, factors = (t.to(q.dtype).contiguous() for t in (q, k, v, factors))
+    out, _ = torch.ops.aug_attn.grid_attention(q, k, v, factors, height, width)
     return out
