@@ -14,7 +14,7 @@ class Switch:
     ``env``, else ``default``; a value outside ``modes`` is an error naming where it came from.
 
     The neighbour backend (:mod:`aug_attn.geometry.neighbors`) and the native kernels
-    (:mod:`aug_attn.native`) are such switches.
+    (:mod:`aug_attn.attention.native`) are such switches.
     """
 
     def __init__(self, what: str, env: str, modes: tuple[str, ...], default: str = "auto") -> None:

@@ -12,6 +12,12 @@ Inputs and outputs of the exported programs (the module's ``forward``):
   for part segmentation) -> logits ``(B, classes)`` or ``(B, N, parts)``; ``N = data.num_points``;
 - ``images``: normalized ``(B, 3, H, W)`` -> logits ``(B, classes)``.
 
+A ``.pt2`` exported on the CPU from a model with 2D relative attention holds the native kernel as the
+op ``aug_attn::grid_attention`` (:mod:`aug_attn.attention.native`): loading and running it needs ``import aug_attn``
+(which registers the op; the kernel is compiled on first use there) and a CPU. For a program of PyTorch
+ops only (to run on CUDA or without this package), export with ``AUG_ATTN_NATIVE=off``. ONNX files
+never hold the op: their program is traced with the kernel switched off.
+
 ONNX needs the extra ``export`` (``onnx``, ``onnxscript``, and ``onnxruntime`` to check the file;
 ``pip install -e ".[export]"``), asked for before the file is written. Every
 model converts with torch 2.14's ONNX exporter except RISurConv with estimated normals (PCA needs
@@ -20,12 +26,14 @@ model converts with torch 2.14's ONNX exporter except RISurConv with estimated n
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from aug_attn.attention.native import native_kernels
 from aug_attn.optional import import_extra
 from aug_attn_tasks.recipes import load_checkpoint
 
@@ -90,7 +98,8 @@ def export_module(module: torch.nn.Module, inputs: tuple[Tensor | None, ...], ou
     if len(tensors) != len(inputs):  # the program takes the given inputs only, in their order
         module = _WithoutNone(module, [x is not None for x in inputs]).eval()
         dynamic = {"tensors": dynamic}  # the wrapper's *tensors
-    with torch.no_grad():
+    # ONNX has no op for the native CPU kernel (aug_attn.attention.native): the program for it takes the PyTorch paths.
+    with torch.no_grad(), native_kernels("off") if fmt == "onnx" else contextlib.nullcontext():
         expected = module(*tensors)
         program = torch.export.export(module, tensors, dynamic_shapes=dynamic)
     out = Path(out)

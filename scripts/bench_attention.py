@@ -24,6 +24,10 @@ the WRN-28-10 stage-1 layer of the paper (``wrn``: conv branch included).
 
 Peak memory = growth of the process's peak RSS (CPU) or ``torch.cuda.max_memory_allocated``
 (CUDA) over the state before the first forward. Run: ``python scripts/bench_attention.py``.
+
+Instead of the table, on the CPU: ``--networks BATCH`` (AA nets against plain ones, train steps),
+``--threads 1,2`` (batch-1 inference of the ``wrn`` layer and of the native kernel alone at each
+thread count) and ``--compiled BATCH`` (AA-WRN-28-10 train step, eager against ``torch.compile``).
 """
 
 from __future__ import annotations
@@ -185,6 +189,82 @@ def networks(batch: int, rounds: int) -> None:
         median = {column: statistics.median(t) for column, t in times.items()}
         row = f"{name:<12}" + "".join(f"{median[column]:>15.2f}" for column in configs)
         print(row + f"{median['AA'] / median['plain']:>10.2f}{median['AA pytorch'] / median['plain']:>18.2f}", flush=True)
+
+
+def _summary(times: list[float]) -> str:
+    return f"{min(times):>9.4f}{statistics.median(times):>9.4f}"
+
+
+def thread_scaling(threads: list[int], rounds: int, size: int = 32) -> None:
+    """Batch-1 inference of the WRN-28-10 stage-1 layer (``wrn``, 32x32) and of the native kernel
+    alone at its shapes (8 heads, ``d = 20``, ``d_v = 2``), at each thread count: the counts
+    alternate step after step in one process; min and median seconds, and the speed-up over the
+    first count (by medians)."""
+    from aug_attn import AAConv2d
+    from aug_attn.attention.native import grid_attention, native_kernels
+
+    torch.manual_seed(0)
+    layer = AAConv2d(160, 160, 3, dk=160, dv=16, num_heads=8).eval()
+    x = torch.randn(1, 160, size, size)
+    tokens = size * size
+    q, k = (torch.randn(1, 8, tokens, 20) * 20**-0.25 for _ in range(2))
+    v, factors = torch.randn(1, 8, tokens, 2), torch.randn(1, 8, tokens, 2 * size)
+    cases = {
+        f"wrn layer {size}x{size} b1": lambda: layer(x),
+        "native kernel alone": lambda: grid_attention(q, k, v, factors, (size, size)),
+    }
+    print(f"batch-1 inference, {rounds} alternating rounds after one warm-up; min / median s")
+    print(f"{'case':<24}" + "".join(f"{f'{n} thr min':>12}{'median':>9}" for n in threads) + "".join(f"{f'{n}/{threads[0]} speed-up':>17}" for n in threads[1:]))
+    before = torch.get_num_threads()
+    try:
+        with native_kernels("on"), torch.inference_mode():
+            for name, step in cases.items():
+                times: dict[int, list[float]] = {n: [] for n in threads}
+                for round_ in range(rounds + 1):
+                    for n in threads:
+                        torch.set_num_threads(n)
+                        start = time.perf_counter()
+                        step()
+                        if round_:
+                            times[n].append(time.perf_counter() - start)
+                row = f"{name:<24}" + "".join(f"   {_summary(times[n])}" for n in threads)
+                speedup = [statistics.median(times[threads[0]]) / statistics.median(times[n]) for n in threads[1:]]
+                print(row + "".join(f"{s:>17.2f}" for s in speedup), flush=True)
+    finally:
+        torch.set_num_threads(before)
+
+
+def compiled_network(batch: int, rounds: int, backend: str) -> None:
+    """AA-WRN-28-10 train step (fwd+bwd, 32x32, 100 classes, ``batch``) eager against
+    ``torch.compile(fullgraph=True, backend=backend)``: same weights, steps alternating in one
+    process after the compiled model's first (compiling) step; min and median seconds."""
+    import torch.nn.functional as F
+
+    from aug_attn.models import wrn28_10
+    from aug_attn.attention.native import native_kernels
+
+    torch.manual_seed(0)
+    eager = wrn28_10(100, True)
+    compiled = torch.compile(eager, fullgraph=True, backend=backend)
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 100, (batch,))
+    models = {"eager": eager, f"compiled ({backend})": compiled}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with native_kernels("on"):
+        start = time.perf_counter()
+        F.cross_entropy(compiled(x), y).backward()
+        print(f"AA-WRN-28-10 train step (fwd+bwd), batch {batch}, 32x32; first compiled step (compiling) {time.perf_counter() - start:.1f} s")
+        for round_ in range(rounds + 1):
+            for name, model in models.items():
+                eager.zero_grad(set_to_none=True)
+                start = time.perf_counter()
+                F.cross_entropy(model(x), y).backward()
+                if round_:
+                    times[name].append(time.perf_counter() - start)
+    print(f"{'model':<24}{'min s':>9}{'median s':>9}")
+    for name, t in times.items():
+        print(f"{name:<24}{_summary(t)}")
+    first, second = (statistics.median(t) for t in times.values())
+    print(f"compiled / eager (medians): {second / first:.2f}", flush=True)
 
 
 # --- CUDA: one process, CUDA events; every implementation at the same shapes, bf16 autocast and fp32 ---
@@ -361,6 +441,9 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated implementations to leave out, e.g. blocked")
     parser.add_argument("--only", help="comma-separated case names to run, e.g. 2d16,wrn32,1d1024")
     parser.add_argument("--networks", type=int, metavar="BATCH", help="instead: AA-WRN-28-10 / AA-ResNet-50 train steps vs plain")
+    parser.add_argument("--threads", help="instead: batch-1 inference of the wrn layer at these thread counts, e.g. 1,2")
+    parser.add_argument("--compiled", type=int, metavar="BATCH", help="instead: AA-WRN-28-10 train step eager vs torch.compile")
+    parser.add_argument("--backend", default="inductor", help="--compiled: the torch.compile backend")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "BATCH", "SIZE", "IMPL"), help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=10, help="CUDA: timed steps per implementation")
     parser.add_argument("--warmup", type=int, default=3, help="CUDA: untimed steps first (FlexAttention compiles in them)")
@@ -385,6 +468,12 @@ def main() -> None:
         return
     if args.networks:
         networks(args.networks, max(1, args.rounds))
+        return
+    if args.threads:
+        thread_scaling([int(n) for n in args.threads.split(",")], max(1, args.rounds))
+        return
+    if args.compiled:
+        compiled_network(args.compiled, max(1, args.rounds), args.backend)
         return
     print(
         f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads; fwd+bwd; "

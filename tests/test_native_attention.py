@@ -1,4 +1,4 @@
-"""The native CPU kernel of 2D relative attention (aug_attn.native) against the materialized reference:
+"""The native CPU kernel of 2D relative attention (aug_attn.attention.native) against the materialized reference:
 values and gradients in float64 and float32, odd and non-square grids, clipped and per-head tables,
 any depths, threads, the core's choice of path, and its build, cache and failure modes."""
 
@@ -9,11 +9,11 @@ import warnings
 import pytest
 import torch
 
-from aug_attn import native
+from aug_attn.attention import native
 from aug_attn.attention import relative_attention
 from aug_attn.functional import relative_logits_2d_rows
 from aug_attn.layers import AAConv2d
-from aug_attn.native import NativeKernelError, grid_attention, native_kernels, set_native_kernels
+from aug_attn.attention.native import NativeKernelError, grid_attention, native_kernels, set_native_kernels
 from aug_attn.positional import RelativePositionEncoder2d
 
 D = torch.float64
@@ -41,7 +41,8 @@ def _inputs(batch, heads, tokens, dk, dv, dtype=D):
 
 
 def _is_native(out: torch.Tensor) -> bool:
-    return type(out.grad_fn).__name__ == "_GridAttentionBackward"
+    """Whether ``out`` came out of the registered op (its autograd node is named after it)."""
+    return "aug_attn_grid_attention" in type(out.grad_fn).__name__
 
 
 @pytest.mark.parametrize(
@@ -102,22 +103,56 @@ def test_kernel_gradcheck():
     assert torch.autograd.gradcheck(lambda *t: grid_attention(*t, (3, 4)), (q, k, v, factors))
 
 
-def test_kernel_is_batch_independent_and_thread_count_independent():
-    """A sample's output does not depend on the other samples or on how the (batch, head) pairs are
-    shared between threads (1, 2, and more threads than pairs): bitwise."""
-    encoder = RelativePositionEncoder2d(4, 3, 5).to(D)
-    q, k, v = (t.detach() for t in _inputs(4, 3, 6 * 5, 4, 4))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch,size", [(4, (6, 5)), (1, (13, 21))])
+def test_kernel_is_batch_independent_and_thread_count_independent(batch, size, dtype):
+    """The kernel's output and its gradients of q, k, v and the factors do not depend on the other
+    samples or on the thread count (1, 2, and more threads than (batch, head) pairs): bitwise. The
+    13x21 grid at batch 1 gives 3 pairs for 16 threads (the forward splits queries too) and 273
+    queries (three backward chunks of dK, dV sums). (The encoder's table gradients, PyTorch's
+    reductions, are outside this promise.)"""
+    tokens = size[0] * size[1]
+    inputs = [torch.randn(batch, 3, tokens, depth, dtype=dtype, requires_grad=True) for depth in (4, 4, 3, sum(size))]
+    grad = torch.randn(batch, 3, tokens, 3, dtype=dtype)
     threads = torch.get_num_threads()
     try:
-        outs = []
+        results = []
         for count in (1, 2, 16):
             torch.set_num_threads(count)
-            outs.append(relative_attention(q, k, v, encoder, (6, 5)))
-        alone = relative_attention(q[2:3], k[2:3], v[2:3], encoder, (6, 5))
+            out = grid_attention(*inputs, size)
+            results.append([out, *torch.autograd.grad(out, inputs, grad)])
+        alone = grid_attention(*(t[-1:] for t in inputs), size)
     finally:
         torch.set_num_threads(threads)
-    assert all(torch.equal(outs[0], out) for out in outs[1:])
-    assert torch.equal(alone[0], outs[0][2])
+    for other in results[1:]:
+        assert [torch.equal(a, b) for a, b in zip(results[0], other)] == [True] * 5
+    assert torch.equal(alone[0], results[0][0][-1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_registered_ops_pass_opcheck(dtype):
+    """Schema, fake (meta) implementation, autograd registration and AOT dispatch of both ops, on
+    an odd 3x5 grid with d = 3, d_v = 5 and non-contiguous inputs."""
+    q, k = (torch.randn(2, 3, 15, 3, dtype=dtype).transpose(2, 3).contiguous().transpose(2, 3).requires_grad_() for _ in range(2))
+    v = torch.randn(2, 15, 3, 5, dtype=dtype).transpose(1, 2).requires_grad_()  # (B, h, N, d_v), strided
+    factors = torch.randn(2, 3, 15, 8, dtype=dtype, requires_grad=True)
+    torch.library.opcheck(torch.ops.aug_attn.grid_attention.default, (q, k, v, factors, 3, 5))
+    out, lse = torch.ops.aug_attn.grid_attention(q, k, v, factors, 3, 5)
+    saved = [t.detach() for t in (q, k, v, factors, out, lse)]
+    grads = (torch.randn_like(out), torch.randn_like(lse))
+    torch.library.opcheck(torch.ops.aug_attn.grid_attention_backward.default, (*grads, *saved, 3, 5))
+
+
+def test_log_sum_exp_output_and_its_gradient():
+    """The forward op's second output is each query's log-sum-exp of its logits, and gradients
+    through it are exact (gradcheck of both outputs)."""
+    q, k, v = _inputs(1, 2, 3 * 4, 3, 2)
+    factors = torch.randn(1, 2, 12, 3 + 4, dtype=D, requires_grad=True)
+    _, lse = torch.ops.aug_attn.grid_attention(q, k, v, factors, 3, 4)
+    bias = factors[..., :3, None].expand(-1, -1, -1, 3, 4) + factors[..., None, 3:].expand(-1, -1, -1, 3, 4)
+    logits = q @ k.transpose(-1, -2) + bias.reshape(1, 2, 12, 12)
+    torch.testing.assert_close(lse, logits.logsumexp(-1), rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *t: torch.ops.aug_attn.grid_attention(*t, 3, 4), (q, k, v, factors))
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -164,15 +199,63 @@ def test_autocast_runs_the_kernel_in_float32():
     assert (out.double() - exact).abs().max() < 0.05
 
 
-def test_layer_compiles_in_one_graph_with_the_kernel_on():
-    """torch.compile traces the PyTorch path (the ctypes call is opaque); results equal eager's."""
+def _graphs_with_the_ops(graphs: list[torch.fx.GraphModule]) -> list[set[str]]:
+    ops = {torch.ops.aug_attn.grid_attention.default, torch.ops.aug_attn.grid_attention_backward.default}
+    return [{str(node.target) for node in graph.graph.nodes if node.target in ops} for graph in graphs]
+
+
+def test_layer_compiles_in_one_graph_with_the_kernel():
+    """torch.compile(fullgraph=True) keeps the registered op: the forward graph calls
+    aug_attn.grid_attention, the backward graph aug_attn.grid_attention_backward; output and
+    gradients equal eager's."""
+    import torch._dynamo
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs: list[torch.fx.GraphModule] = []
+
+    def keep(graph: torch.fx.GraphModule, _inputs):
+        graphs.append(graph)
+        return graph.forward
+
     layer = AAConv2d(3, 8, 3, dk=8, dv=4, num_heads=2, relative=True)
-    x = torch.randn(2, 3, 5, 6, requires_grad=True)
-    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 3, 5, 7, requires_grad=True)
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, backend=aot_autograd(fw_compiler=keep, bw_compiler=keep), fullgraph=True)
     out = compiled(x)
-    torch.testing.assert_close(out, layer(x), rtol=1e-5, atol=1e-6)
-    (grad,) = torch.autograd.grad(out.square().sum(), x)
-    torch.testing.assert_close(grad, torch.autograd.grad(layer(x).square().sum(), x)[0], rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])
+    assert _graphs_with_the_ops(graphs) == [{"aug_attn.grid_attention.default"}, {"aug_attn.grid_attention_backward.default"}]
+    eager = layer(x)
+    torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads, torch.autograd.grad(eager.square().sum(), [x, *layer.parameters()])):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch._dynamo.reset()
+    with torch.no_grad():  # and through the default aot_eager backend
+        torch.testing.assert_close(torch.compile(layer, backend="aot_eager", fullgraph=True)(x), eager, rtol=1e-5, atol=1e-6)
+
+
+def test_export_keeps_the_op_and_onnx_export_takes_the_pytorch_paths(tmp_path):
+    """torch.export holds aug_attn.grid_attention (a .pt2 that runs where aug_attn is imported);
+    torch.onnx.export(dynamo=True) of the same layer traces the PyTorch paths and runs in ONNX Runtime."""
+    layer = AAConv2d(3, 8, 3, dk=8, dv=4, num_heads=2).eval()
+    x = torch.randn(2, 3, 6, 5)
+    with torch.no_grad():
+        expected = layer(x)
+        program = torch.export.export(layer, (x,))
+    assert _graphs_with_the_ops([program.graph_module]) == [{"aug_attn.grid_attention.default"}]
+    torch.export.save(program, tmp_path / "layer.pt2")
+    with torch.no_grad():
+        torch.testing.assert_close(torch.export.load(tmp_path / "layer.pt2").module()(x), expected, rtol=1e-5, atol=1e-6)
+    with native_kernels("off"), torch.no_grad():
+        portable = torch.export.export(layer, (x,))
+    assert _graphs_with_the_ops([portable.graph_module]) == [set()]
+    pytest.importorskip("onnxscript")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    with torch.no_grad():
+        onnx_program = torch.onnx.export(layer, (x,), dynamo=True, verbose=False)
+    onnx_program.save(str(tmp_path / "layer.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "layer.onnx"))
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_torchscript_tracing_records_the_pytorch_path(tmp_path):
@@ -182,7 +265,7 @@ def test_torchscript_tracing_records_the_pytorch_path(tmp_path):
     x = torch.randn(2, 3, 6, 5)
     with torch.no_grad():
         traced = torch.jit.trace(layer, x)
-        assert "_GridAttention" not in str(traced.inlined_graph)
+        assert "aug_attn::grid_attention" not in str(traced.inlined_graph)
         traced.save(tmp_path / "layer.pt")
         loaded = torch.jit.load(tmp_path / "layer.pt")
         torch.testing.assert_close(loaded(x), layer(x), rtol=1e-5, atol=1e-6)

@@ -16,16 +16,33 @@ to ``d``). ``scripts/bench_attention.py`` compares it with every other path and 
 attention without relative logits.
 
 **Build.** The first call compiles the file with the C++ compiler of ``$CXX`` (else ``c++``,
-``g++`` or ``clang++`` on the ``PATH``; ``-O3 -march=native``, about 3 s) into
-``$AUG_ATTN_CACHE_DIR`` (default ``~/.cache/aug_attn``), keyed by the source, the compiler and the
-machine's CPU, and loads it with :mod:`ctypes`: no build step at install time and no Python headers.
-Threads: ``torch.get_num_threads()`` Python threads, each running a share of the (batch, head)
-pairs (ctypes releases the GIL).
+``g++`` or ``clang++`` on the ``PATH``; ``-O3 -fopenmp -march=native``, about 3 s; where the
+compiler refuses, without ``-fopenmp`` (one thread, with a logged warning), then without
+``-march=native``) into ``$AUG_ATTN_CACHE_DIR`` (default ``~/.cache/aug_attn``), keyed by the
+source, the compiler, the flags and the machine's CPU, and loads it with :mod:`ctypes`: no build
+step at install time and no Python headers. Threads: OpenMP inside the kernel, as many as
+``torch.get_num_threads()`` at the call, over (batch, head, chunk of queries) items; the results
+are bitwise the same for any thread count (the backward pass adds its per-chunk key and value
+gradients in a fixed order).
+
+**Op.** The kernel is the PyTorch op ``aug_attn::grid_attention`` (CPU; returns the output and each
+query's log-sum-exp) with its gradient ``aug_attn::grid_attention_backward``, both registered by
+``torch.library.custom_op`` with fake (shape-only) implementations and autograd: ``torch.compile``
+(``fullgraph=True`` included) and ``torch.export`` keep the kernel as one op in their graphs. A
+``.pt2`` exported on the CPU therefore holds ``aug_attn::grid_attention``: loading and running it
+needs ``import aug_attn`` (which registers the op; the kernel is built on first use where it runs)
+and a CPU; export with ``AUG_ATTN_NATIVE=off`` (or inside ``native_kernels("off")``) for a program
+of PyTorch ops only. ONNX has no such op: under ``torch.onnx.export`` (``dynamo=True`` or the
+TorchScript exporter) and ``torch.jit.trace`` the core takes the PyTorch paths instead (the check
+is :func:`torch.onnx.is_in_onnx_export` at trace time, in :func:`grid_attention_supported`), so
+the ONNX file holds standard operators. An already exported ``.pt2`` with the op does not convert
+to ONNX: export the module again.
 
 **Choice.** :func:`set_native_kernels` (or the environment variable ``AUG_ATTN_NATIVE``):
 ``"auto"`` (default) uses the kernel where it applies (CPU, float32/float64, no dropout, no padding
-mask, not while compiling, exporting or TorchScript-tracing) and, when it cannot be built, warns
-once and runs the PyTorch paths; ``"on"`` makes a failed build an error; ``"off"`` never builds it.
+mask, not under ONNX export or TorchScript tracing) and, when it cannot be built, warns once and
+runs the PyTorch paths; ``"on"`` makes a failed build an error; ``"off"`` never builds it. Under
+``torch.compile`` the choice is made when the graph is traced and kept by it.
 """
 
 from __future__ import annotations
@@ -41,14 +58,13 @@ import subprocess
 import tempfile
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from aug_attn.attention.common import AttentionInputs, AttentionPath, encoder_factors
 from aug_attn.switch import Switch
@@ -67,10 +83,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 NATIVE_MODES = ("auto", "on", "off")
-ABI_VERSION = 1
+ABI_VERSION = 2
+_BASE_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC")
+# Tried in order: without OpenMP the kernel runs on one thread, without -march=native unvectorized for
+# the machine's widest registers (a compiler that knows neither, e.g. Apple clang without libomp).
 _FLAG_SETS = (
-    ("-O3", "-std=c++17", "-shared", "-fPIC", "-march=native"),
-    ("-O3", "-std=c++17", "-shared", "-fPIC"),  # a compiler that does not know -march=native
+    (*_BASE_FLAGS, "-fopenmp", "-march=native"),
+    (*_BASE_FLAGS, "-fopenmp"),
+    (*_BASE_FLAGS, "-march=native"),
+    _BASE_FLAGS,
 )
 _MODE = Switch("the native kernel mode", "AUG_ATTN_NATIVE", NATIVE_MODES)
 
@@ -141,10 +162,12 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
     for suffix in ("f32", "f64"):
         getattr(library, f"grid_attention_{suffix}_forward").argtypes = [pointer] * 6 + [integer] * 7
         getattr(library, f"grid_attention_{suffix}_forward").restype = None
-        getattr(library, f"grid_attention_{suffix}_backward").argtypes = [pointer] * 11 + [integer] * 7
+        getattr(library, f"grid_attention_{suffix}_backward").argtypes = [pointer] * 12 + [integer] * 7
         getattr(library, f"grid_attention_{suffix}_backward").restype = None
-    if library.grid_attention_f32_abi_version() != ABI_VERSION:
+    if library.grid_attention_abi_version() != ABI_VERSION:
         raise NativeKernelError("the cached native library has another interface version")
+    if not library.grid_attention_openmp():
+        log.warning("aug_attn: the native 2D attention kernel was built without OpenMP and runs on one thread")
     return library
 
 
@@ -200,9 +223,23 @@ def _warn_once(reason: str) -> None:
     )
 
 
+@torch.compiler.assume_constant_result
+def _kernel_usable() -> bool:
+    """Whether this call may take the kernel: not while the ONNX exporter or TorchScript traces, and
+    the library loaded. Under ``torch.compile`` the answer is taken once, when the graph is traced
+    (the build happens then, in Python), and kept as a constant of that graph."""
+    return (
+        not torch.onnx.is_in_onnx_export()  # ONNX has no such op: the exporter gets the PyTorch paths
+        and not torch.jit.is_tracing()  # TorchScript tracing (the legacy ONNX exporter) records PyTorch ops only
+        and native_library() is not None
+    )
+
+
 def grid_attention_refusals(q: Tensor, v: Tensor, dropout_p: float, masked: bool) -> list[str]:
     """Why :func:`grid_attention` cannot run for these inputs; empty where it can (and the kernel is,
-    or can be, loaded: the first call builds it)."""
+    or can be, loaded: the first call builds it). Also under ``torch.compile`` and ``torch.export``
+    (the kernel is the registered op ``aug_attn::grid_attention``); not under ONNX export or
+    TorchScript tracing."""
     reasons = []
     if q.device.type != "cpu" or v.device.type != "cpu":
         reasons.append(f"needs CPU tensors, got {q.device.type}")
@@ -212,12 +249,8 @@ def grid_attention_refusals(q: Tensor, v: Tensor, dropout_p: float, masked: bool
         reasons.append("no dropout")
     if masked:
         reasons.append("no padding mask")
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-        reasons.append("not while compiling or exporting (an opaque ctypes call: the PyTorch paths trace)")
-    if torch.jit.is_tracing():
-        reasons.append("not while TorchScript-tracing (records PyTorch ops only)")
-    if not reasons and native_library() is None:
-        reasons.append(f"the kernel is switched off or could not be built (mode {_MODE.current()!r})")
+    if not reasons and not _kernel_usable():
+        reasons.append("under ONNX export or TorchScript tracing, or the kernel is switched off or could not be built")
     return reasons
 
 
@@ -226,65 +259,112 @@ def grid_attention_supported(q: Tensor, v: Tensor, dropout_p: float, masked: boo
     return not grid_attention_refusals(q, v, dropout_p, masked)
 
 
-@functools.cache
-def _executor(pid: int, threads: int) -> ThreadPoolExecutor:
-    """One pool per process (a forked DataLoader worker builds its own) and thread count."""
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="aug_attn_native")
+def _pointer(t: Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr())
 
 
-def _parallel(call: Callable[[int, int], None], pairs: int) -> None:
-    """``call(start, stop)`` over ``torch.get_num_threads()`` even shares of ``[0, pairs)``."""
-    threads = max(1, min(torch.get_num_threads(), pairs))
-    if threads == 1:
-        call(0, pairs)
-        return
-    step = -(-pairs // threads)
-    futures = [_executor(os.getpid(), threads).submit(call, s, min(pairs, s + step)) for s in range(0, pairs, step)]
-    for future in futures:
-        future.result()
+def _kernel(direction: str, dtype: torch.dtype) -> Callable[..., None]:
+    library = native_library()
+    if library is None:
+        raise NativeKernelError(
+            "aug_attn::grid_attention needs the native kernel, which is switched off (AUG_ATTN_NATIVE=off) or "
+            "could not be built; a program exported with the kernel runs only where it is available"
+        )
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"aug_attn::grid_attention takes float32 or float64 tensors, got {dtype}")
+    return getattr(library, f"grid_attention_{'f32' if dtype == torch.float32 else 'f64'}_{direction}")
 
 
-def _pointers(*tensors: Tensor) -> list[ctypes.c_void_p]:
-    return [ctypes.c_void_p(t.data_ptr()) for t in tensors]
+def _contiguous(dtype: torch.dtype, *tensors: Tensor) -> list[Tensor]:
+    if any(t.dtype != dtype for t in tensors):
+        raise TypeError(f"aug_attn::grid_attention: all tensors must be {dtype}, got {[t.dtype for t in tensors]}")
+    return [t.contiguous() for t in tensors]
 
 
-class _GridAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, factors: Tensor, height: int, width: int) -> Tensor:
-        library = native_library()
-        suffix = "f32" if q.dtype == torch.float32 else "f64"
-        q, k, v, factors = (t.contiguous() for t in (q, k, v, factors))
-        batch, heads, tokens, depth = q.shape
-        value_depth = v.shape[-1]
-        out = q.new_empty(batch, heads, tokens, value_depth)
-        lse = q.new_empty(batch, heads, tokens)
-        pointers = _pointers(q, k, v, factors, out, lse)
-        kernel = getattr(library, f"grid_attention_{suffix}_forward")
-        _parallel(lambda s, e: kernel(*pointers, s, e, tokens, depth, value_depth, height, width), batch * heads)
-        ctx.save_for_backward(q, k, v, factors, out, lse)
-        ctx.grid = (height, width)
-        return out
+@torch.library.custom_op("aug_attn::grid_attention", mutates_args=(), device_types="cpu")
+def _forward_op(q: Tensor, k: Tensor, v: Tensor, factors: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """The kernel's forward: ``(out (B, h, N, d_v), lse (B, h, N))``, shapes as :func:`grid_attention`'s;
+    ``lse`` is each query's log-sum-exp of its logits (differentiable)."""
+    q, k, v, factors = _contiguous(q.dtype, q, k, v, factors)
+    batch, heads, tokens, depth = q.shape
+    out = q.new_empty(batch, heads, tokens, v.shape[-1])
+    lse = q.new_empty(batch, heads, tokens)
+    _kernel("forward", q.dtype)(
+        *map(_pointer, (q, k, v, factors, out, lse)),
+        batch * heads, tokens, depth, v.shape[-1], height, width, torch.get_num_threads(),
+    )
+    return out, lse
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: Tensor):
-        q, k, v, factors, out, lse = ctx.saved_tensors
-        height, width = ctx.grid
-        library = native_library()
-        if library is None:
-            raise NativeKernelError("the native kernel was switched off between the forward and backward pass")
-        suffix = "f32" if q.dtype == torch.float32 else "f64"
-        grad_out = grad_out.contiguous().to(q.dtype)
-        batch, heads, tokens, depth = q.shape
-        grads = [torch.empty_like(t) for t in (q, k, v, factors)]
-        pointers = _pointers(q, k, v, factors, out, lse, grad_out, *grads)
-        kernel = getattr(library, f"grid_attention_{suffix}_backward")
-        _parallel(lambda s, e: kernel(*pointers, s, e, tokens, depth, v.shape[-1], height, width), batch * heads)
-        return (*grads, None, None)
+
+@_forward_op.register_fake
+def _forward_fake(q: Tensor, k: Tensor, v: Tensor, factors: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    batch, heads, tokens, _ = q.shape
+    return q.new_empty(batch, heads, tokens, v.shape[-1]), q.new_empty(batch, heads, tokens)
+
+
+@torch.library.custom_op("aug_attn::grid_attention_backward", mutates_args=(), device_types="cpu")
+def _backward_op(
+    grad_out: Tensor,
+    grad_lse: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    factors: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    height: int,
+    width: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of ``q, k, v, factors`` (their shapes, contiguous) from those of the forward's ``out``
+    and ``lse``; recomputes the probabilities from ``lse`` instead of keeping them."""
+    grad_out, grad_lse, q, k, v, factors, out, lse = _contiguous(q.dtype, grad_out, grad_lse, q, k, v, factors, out, lse)
+    batch, heads, tokens, depth = q.shape
+    grads = [torch.empty_like(t) for t in (q, k, v, factors)]
+    _kernel("backward", q.dtype)(
+        *map(_pointer, (q, k, v, factors, out, lse, grad_out, grad_lse, *grads)),
+        batch * heads, tokens, depth, v.shape[-1], height, width, torch.get_num_threads(),
+    )
+    return tuple(grads)
+
+
+@_backward_op.register_fake
+def _backward_fake(
+    grad_out: Tensor,
+    grad_lse: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    factors: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    height: int,
+    width: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return tuple(t.new_empty(t.shape) for t in (q, k, v, factors))
+
+
+def _setup_context(ctx: Any, inputs: tuple[Tensor, Tensor, Tensor, Tensor, int, int], output: tuple[Tensor, Tensor]) -> None:
+    q, k, v, factors, height, width = inputs
+    ctx.save_for_backward(q, k, v, factors, *output)
+    ctx.grid = (height, width)
+
+
+def _backward(ctx: Any, grad_out: Tensor | None, grad_lse: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Gradients of the forward op's inputs; an unused output (None) has a zero gradient."""
+    q, k, v, factors, out, lse = ctx.saved_tensors
+    grad_out = torch.zeros_like(out) if grad_out is None else grad_out
+    grad_lse = torch.zeros_like(lse) if grad_lse is None else grad_lse
+    grads = torch.ops.aug_attn.grid_attention_backward(grad_out, grad_lse, q, k, v, factors, out, lse, *ctx.grid)
+    return (*grads, None, None)
+
+
+_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def grid_attention(q: Tensor, k: Tensor, v: Tensor, factors: Tensor, grid: tuple[int, int]) -> Tensor:
     """Attention of pre-scaled ``q`` with logits ``q_i . k_j + factors[i, y_j] + factors[i, H + x_j]``.
+
+    Runs the registered op ``aug_attn::grid_attention`` (its gradient: ``aug_attn::grid_attention_backward``).
 
     Args:
         q, k: ``(B, h, N, d)``, ``N = H * W`` tokens in raster order; ``q`` already scaled.
@@ -305,7 +385,11 @@ def grid_attention(q: Tensor, k: Tensor, v: Tensor, factors: Tensor, grid: tuple
         )
     if k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} disagree")
-    return _GridAttention.apply(q, k, v.to(q.dtype), factors.to(q.dtype), height, width)
+    # Contiguous here, outside the op: autograd then saves these copies for the backward pass (not
+    # the views of the caller's projections, nor a second copy made inside the op).
+    q, k, v, factors = (t.to(q.dtype).contiguous() for t in (q, k, v, factors))
+    out, _ = torch.ops.aug_attn.grid_attention(q, k, v, factors, height, width)
+    return out
 
 
 def supported(inputs: AttentionInputs) -> list[str]:

@@ -28,7 +28,7 @@ class RelativePositionEncoder(nn.Module):
     beyond a band, ``e(q, i, j) = e(q, i, i + D)`` for ``j >= i + D`` and ``e(q, i, i - D)`` for
     ``j <= i - D`` (1D offsets clipped at ``D``), implements :meth:`band` and :meth:`band_logits`:
     the core then materializes logits only inside the band and runs the keys beyond it through a
-    fused kernel (see :mod:`aug_attn.banded`).
+    fused kernel (see :mod:`aug_attn.attention.banded`).
     """
 
     def block_size(self, pos: Any) -> int:
@@ -70,7 +70,7 @@ class RelativePositionEncoder(nn.Module):
         :func:`~aug_attn.functional.grid_one_hot` of an ``H x W`` raster grid, so that the logits are
         ``a[i, y_j] + a[i, H + x_j]``: the core then runs the native CPU kernel, which adds those two
         numbers per query-key pair instead of multiplying ``H + W`` one-hot columns
-        (:mod:`aug_attn.native`). None otherwise."""
+        (:mod:`aug_attn.attention.native`). None otherwise."""
         return None
 
     def factorized_tiles(self, pos: Any, side: int) -> list[tuple[Tensor, Tensor]] | None:
@@ -80,7 +80,7 @@ class RelativePositionEncoder(nn.Module):
             Per tile, ``(keys, columns)``: int64 indices of its keys (every key in exactly one tile)
             and of the factor columns in which any of its keys' factors may be non-zero (at most
             about ``2 * side`` for a 2D grid's tiles of ``side x side``). The core then runs
-            :mod:`aug_attn.tiled`: one fused call of depth ``d + len(columns)`` per tile.
+            :mod:`aug_attn.attention.tiled`: one fused call of depth ``d + len(columns)`` per tile.
         """
         return None
 
