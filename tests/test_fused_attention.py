@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from aug_attn.attention import attention_path, banded, factorized, fused_attention, relative_attention, tiled
+from aug_attn.attention import banded, factorized, fused_attention, relative_attention, tiled
 from aug_attn.attention.flex import band_table, flex_band_attention, flex_grid_attention
 from aug_attn.functional import grid_one_hot, relative_logits_2d_factors, relative_logits_2d_rows
 from aug_attn.layers import AAConv1d, AAConv2d
