@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -47,11 +48,29 @@ def _loggers(config: dict[str, Any]) -> list:
     output = config.get("output", {})
     check_keys("output", output, ("dir", "tensorboard"))
     root = Path(output.get("dir", "runs")).resolve()  # absolute: a resumed run finds its checkpoint folder by name
-    loggers: list = [CSVLogger(root, name=config["name"])]
+    loggers: list = [CSVLogger(root, name=config["name"], version=_claim_version(root / config["name"]))]
     if output.get("tensorboard", False):
         import_extra("tensorboard", "tensorboard", "output.tensorboard: true")  # Lightning's own error names no extra
         loggers.append(TensorBoardLogger(root, name=config["name"], version=loggers[0].version, sub_dir="tensorboard"))
     return loggers
+
+
+def _claim_version(folder: Path) -> int | None:
+    """The next free ``version_N`` under ``folder``, created here so that runs started at once in one
+    output folder never share a version (Lightning's own choice lists the folder and can hand two
+    processes the same N: their metrics and checkpoints would mix). ``None`` on the non-zero ranks
+    of a distributed launch, which log nothing and leave the choice to Lightning."""
+    if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[8:]) for p in folder.glob("version_*") if p.name[8:].isdigit()]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (folder / f"version_{version}").mkdir()  # atomic: exactly one process creates it
+            return version
+        except FileExistsError:
+            version += 1
 
 
 class RandomState(Callback):
