@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
 import time
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from aug_attn.optional import import_extra
 from aug_attn_tasks.config import apply_overrides, check_keys, parameter_names
@@ -59,8 +59,9 @@ def _claim_version(folder: Path) -> int | None:
     """The next free ``version_N`` under ``folder``, created here so that runs started at once in one
     output folder never share a version (Lightning's own choice lists the folder and can hand two
     processes the same N: their metrics and checkpoints would mix). ``None`` on the non-zero ranks
-    of a distributed launch, which log nothing and leave the choice to Lightning."""
-    if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
+    of a distributed launch (Lightning's ``rank_zero_only.rank``, read from the launcher's
+    environment), which log nothing and leave the choice to Lightning."""
+    if rank_zero_only.rank != 0:
         return None
     folder.mkdir(parents=True, exist_ok=True)
     taken = [int(p.name[8:]) for p in folder.glob("version_*") if p.name[8:].isdigit()]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
+from lightning.pytorch.utilities import rank_zero_only
+
 from aug_attn_tasks.train import _claim_version
 
 
@@ -26,6 +28,6 @@ def test_concurrent_processes_never_share_a_version(tmp_path: Path) -> None:
 
 
 def test_non_zero_ranks_leave_the_choice_to_lightning(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(rank_zero_only, "rank", 1)  # what Lightning read from LOCAL_RANK / RANK / SLURM_PROCID
     assert _claim_version(tmp_path / "recipe") is None
     assert not (tmp_path / "recipe").exists()
