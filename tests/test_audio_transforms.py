@@ -15,6 +15,7 @@ from aug_attn_tasks.audio.transforms import (
     WaveAugment,
     change_speed,
     compress_dynamic_range,
+    equalize,
     mix_at_snr,
     normalize_loudness,
     perturb,
@@ -111,16 +112,58 @@ def test_augment_is_seeded_by_torch_and_uses_background_noise():
         WaveAugment({"gain_db": [6, -6]}, 2000, RATE)
 
 
+def _amplitude(x: torch.Tensor) -> float:
+    return float(x[RATE // 4 :].abs().max())  # after the filters' transient
+
+
+def test_equalize_shapes_the_spectrum_as_its_filters_say():
+    """A +12 dB low shelf at 200 Hz raises a 60 Hz tone about 4x and leaves a 3 kHz tone alone; the
+    peak filter boosts at its centre only; zero gains are the identity. No clamping at |x| = 1:
+    torchaudio's biquads clamp, equalize filters below its headroom."""
+    low, high = 0.9 * torch.sin(2 * math.pi * 60 * torch.arange(RATE) / RATE), 3 * _tone(RATE, 3000.0)
+    boost_low = dict(low_shelf=(200.0, 12.0), high_shelf=(2000.0, 0.0), peak=(1000.0, 0.0, 1.0))
+    assert _amplitude(equalize(low, RATE, **boost_low)) == pytest.approx(0.9 * 10 ** (12 / 20), rel=0.05)
+    assert _amplitude(equalize(high, RATE, **boost_low)) == pytest.approx(0.9, rel=0.02)
+    flat = equalize(high, RATE, (200.0, 0.0), (2000.0, 0.0), (1000.0, 0.0, 1.0))
+    assert torch.allclose(flat, high, atol=1e-4)
+    peak_at_3k = dict(low_shelf=(200.0, 0.0), high_shelf=(2000.0, 0.0), peak=(3000.0, -12.0, 1.0))
+    assert _amplitude(equalize(high, RATE, **peak_at_3k)) == pytest.approx(0.9 * 10 ** (-12 / 20), rel=0.05)
+    assert _amplitude(equalize(low, RATE, **peak_at_3k)) == pytest.approx(0.9, rel=0.02)
+    assert torch.equal(equalize(torch.zeros(100), RATE, **boost_low), torch.zeros(100))
+
+
+def test_random_equalizer_in_the_augmentation():
+    """``eq_db``: seeded by torch, finite, the window's length, different draws differ; gains beyond
+    +-12 dB and reversed ranges are refused by name."""
+    augment = WaveAugment({"eq_db": [-6, 6]}, 4000, RATE)
+    audio = torch.randn(4000).numpy()
+    torch.manual_seed(3)
+    first = [augment(audio) for _ in range(3)]
+    torch.manual_seed(3)
+    assert all(torch.equal(a, augment(audio)) for a in first)
+    assert all(x.shape == (4000,) and torch.isfinite(x).all() for x in first)
+    assert not torch.allclose(first[0], first[1]) and not torch.allclose(first[0], torch.from_numpy(audio))
+    # 8 kHz data: the filters' frequencies stay below Nyquist.
+    assert torch.isfinite(WaveAugment({"eq_db": [12, 12]}, 4000, 8000)(audio)).all()
+    with pytest.raises(ValueError, match=r"eq_db=\[-20, 6\]: each gain must lie within \+-12 dB"):
+        WaveAugment({"eq_db": [-20, 6]}, 4000, RATE)
+    with pytest.raises(ValueError, match=r"eq_db=\[6, -6\]"):
+        WaveAugment({"eq_db": [6, -6]}, 4000, RATE)
+    for key, value in [("eq_prob", 1.5), ("speed_prob", -0.1), ("noise_prob", "half"), ("pitch_prob", True)]:
+        with pytest.raises(ValueError, match=rf"data.augment.{key}={value!r}: expected a probability in \[0, 1\]"):
+            WaveAugment({key: value}, 4000, RATE)
+
+
 TINY_PLAIN = {"name": "plaincnn", "channels": [8, 8, 16], "kernel_size": 16, "stride": 4, "pool": 4, "normalize": "peak"}
 
 
 @pytest.mark.parametrize(("speed_prob", "noise_prob"), [(0.8, 0.3), (0.2, 0.7)])
 def test_each_augmentation_fires_at_its_stated_rate(monkeypatch, speed_prob, noise_prob):
-    """Over 2,000 clips at a fixed seed, speed change, noise and polarity flip each fire at their
+    """Over 2,000 clips at a fixed seed, speed change, noise, equaliser and polarity flip each fire at their
     configured probability (a swapped or inverted probability is off by 0.4 or more)."""
     import aug_attn_tasks.audio.transforms as transforms
 
-    fired = {"speed": 0, "noise": 0}
+    fired = {"speed": 0, "noise": 0, "eq": 0}
 
     def counted(name, fn):
         def wrapper(*args, **kwargs):
@@ -131,7 +174,11 @@ def test_each_augmentation_fires_at_its_stated_rate(monkeypatch, speed_prob, noi
 
     monkeypatch.setattr(transforms, "change_speed", counted("speed", transforms.change_speed))
     monkeypatch.setattr(transforms, "mix_at_snr", counted("noise", transforms.mix_at_snr))
-    cfg = {"speed": [0.9, 1.1], "speed_prob": speed_prob, "snr_db": [10, 20], "noise_prob": noise_prob, "polarity": True}
+    monkeypatch.setattr(transforms, "random_equalize", counted("eq", transforms.random_equalize))
+    cfg = {
+        "speed": [0.9, 1.1], "speed_prob": speed_prob, "snr_db": [10, 20], "noise_prob": noise_prob, "polarity": True,
+        "eq_db": [-3, 3], "eq_prob": noise_prob,
+    }  # fmt: skip
     augment = WaveAugment(cfg, window=32, sample_rate=RATE)
     clip = np.linspace(0.1, 0.5, 32, dtype=np.float32)  # positive: a flipped clip sums below zero
     torch.manual_seed(0)
@@ -141,6 +188,7 @@ def test_each_augmentation_fires_at_its_stated_rate(monkeypatch, speed_prob, noi
     tolerance = 4 * math.sqrt(0.25 / n)  # 4 standard deviations of a rate
     assert abs(fired["speed"] / n - speed_prob) < tolerance, fired
     assert abs(fired["noise"] / n - noise_prob) < tolerance, fired
+    assert abs(fired["eq"] / n - noise_prob) < tolerance, fired
     assert abs(flipped / n - 0.5) < tolerance, flipped
 
 

@@ -47,6 +47,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
                 "pitch_steps": [-1, 1],
                 "pitch_prob": 0.5,
                 "place": "random",
+                "eq_db": [-6, 6],
+                "eq_prob": 0.5,
                 "gain_db": [-6, 6],
                 "polarity": True,
                 "snr_db": [5, 20],

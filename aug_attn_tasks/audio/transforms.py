@@ -5,8 +5,9 @@ and two thin holders of their settings:
 
 - :class:`WaveAugment`, the training pipeline of one clip, configured by ``data.augment``: speed and
   pitch perturbation of the whole clip, the crop (or, for a clip shorter than the window, its random
-  placement inside it), random gain, random polarity, additive noise at a sampled SNR (background
-  recordings when the dataset has them, white noise otherwise). Everything is off by default; then it
+  placement inside it), a random equaliser (:func:`equalize`: the colour of another microphone or
+  room), random gain, random polarity, additive noise at a sampled SNR (background recordings when
+  the dataset has them, white noise otherwise). Everything is off by default; then it
   is exactly the plain random crop (one draw).
 - :func:`perturb`, the robustness tests of Won et al. 2020 (``data.perturb`` at test time).
 - :class:`LoudnessNormalize`, ``model.normalize``: each model input scaled to unit peak or to a
@@ -36,6 +37,8 @@ __all__ = [
     "change_speed",
     "time_stretch",
     "pitch_shift",
+    "equalize",
+    "random_equalize",
     "as_waveform",
     "place_or_crop",
     "uniform",
@@ -102,6 +105,48 @@ def pitch_shift(audio: Tensor, steps: float, n_fft: int = 512) -> Tensor:
     factor = 2 ** (steps / 12)
     shifted = change_speed(time_stretch(audio, 1 / factor, n_fft), factor)
     return torch.nn.functional.pad(shifted, (0, max(0, audio.shape[0] - shifted.shape[0])))[: audio.shape[0]]
+
+
+EQ_MAX_DB = 12.0  # |gain| of each of equalize's three filters; the headroom below leaves room for all three boosting
+_EQ_HEADROOM = 64.0  # 36 dB: torchaudio's biquads clamp their output to [-1, 1]
+
+
+def equalize(
+    audio: Tensor,
+    sample_rate: int,
+    low_shelf: tuple[float, float],
+    high_shelf: tuple[float, float],
+    peak: tuple[float, float, float],
+) -> Tensor:
+    """``(L,)`` through three biquads (``torchaudio.functional``): a low shelf ``(freq Hz, gain dB)``,
+    a high shelf ``(freq, gain)`` and a peaking filter ``(freq, gain, Q)``. Gains up to
+    :data:`EQ_MAX_DB` each. torchaudio's biquads clamp to ``[-1, 1]``, so the clip is filtered at
+    36 dB below its peak and scaled back: the filters stay linear and louder outputs are kept.
+    Returns ``(L,)``."""
+    scale = float(audio.abs().max()) * _EQ_HEADROOM
+    if scale == 0.0:
+        return audio
+    x = audio / scale
+    x = AF.bass_biquad(x, sample_rate, low_shelf[1], low_shelf[0])
+    x = AF.treble_biquad(x, sample_rate, high_shelf[1], high_shelf[0])
+    x = AF.equalizer_biquad(x, sample_rate, peak[0], peak[1], peak[2])
+    return x * scale
+
+
+def _log_uniform(low: float, high: float) -> float:
+    return math.exp(uniform(math.log(low), math.log(high)))
+
+
+def random_equalize(audio: Tensor, sample_rate: int, gain_db: tuple[float, float]) -> Tensor:
+    """:func:`equalize` with random settings, each gain drawn uniformly from ``gain_db``: a low shelf
+    at 80-400 Hz, a high shelf at 1-4 kHz and a peak (Q 1) at 150 Hz-4 kHz (log-uniform frequencies,
+    capped at 0.45 of ``sample_rate``), roughly the spread of microphones, rooms and voices.
+    Seven draws from torch's global generator. ``(L,) -> (L,)``."""
+    top = 0.45 * sample_rate
+    low = (_log_uniform(min(80.0, top / 4), min(400.0, top / 2)), uniform(*gain_db))
+    high = (_log_uniform(min(1000.0, top / 2), min(4000.0, top)), uniform(*gain_db))
+    peak = (_log_uniform(min(150.0, top / 4), min(4000.0, top)), uniform(*gain_db), 1.0)
+    return equalize(audio, sample_rate, low, high, peak)
 
 
 def mix_at_snr(audio: Tensor, noise: Tensor, snr_db: float) -> Tensor:
@@ -204,6 +249,8 @@ class WaveAugment:
     - ``pitch_steps: [low, high]``, ``pitch_prob`` (1.0): semitones, a whole number drawn uniformly
       (:func:`pitch_shift`; slower than speed);
     - ``place: random``: a clip shorter than the window lands at a random offset (default: at the start);
+    - ``eq_db: [low, high]``, ``eq_prob`` (1.0): :func:`random_equalize` of the window, each of its
+      three gains drawn uniformly (within +-12 dB);
     - ``gain_db: [low, high]``: gain drawn uniformly in dB;
     - ``polarity: true``: the sign flipped with probability 1/2;
     - ``snr_db: [low, high]``, ``noise_prob`` (1.0): additive noise at an SNR drawn uniformly, from a
@@ -213,7 +260,10 @@ class WaveAugment:
         noise: loaders of background recordings at the model's rate, ``() -> (N,)``.
     """
 
-    KEYS = ("speed", "speed_prob", "pitch_steps", "pitch_prob", "place", "gain_db", "polarity", "snr_db", "noise_prob")
+    KEYS = (
+        "speed", "speed_prob", "pitch_steps", "pitch_prob", "place", "eq_db", "eq_prob", "gain_db", "polarity", "snr_db",
+        "noise_prob",
+    )  # fmt: skip
 
     def __init__(self, cfg: dict[str, Any] | None, window: int, sample_rate: int, noise: Sequence[Callable[[], np.ndarray]] = ()) -> None:
         cfg = dict(cfg or {})
@@ -225,8 +275,15 @@ class WaveAugment:
         self.window, self.sample_rate, self.noise = window, sample_rate, list(noise)
         self.speed, self.pitch = _range(cfg, "speed"), _range(cfg, "pitch_steps")
         self.gain, self.snr = _range(cfg, "gain_db"), _range(cfg, "snr_db")
+        self.eq = _range(cfg, "eq_db")
+        if self.eq is not None and max(abs(g) for g in self.eq) > EQ_MAX_DB:
+            raise ValueError(f"data.augment.eq_db={cfg['eq_db']!r}: each gain must lie within +-{EQ_MAX_DB:g} dB")
+        for key in ("speed_prob", "pitch_prob", "eq_prob", "noise_prob"):
+            value = cfg.get(key, 1.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"data.augment.{key}={value!r}: expected a probability in [0, 1]")
         self.speed_prob, self.pitch_prob = float(cfg.get("speed_prob", 1.0)), float(cfg.get("pitch_prob", 1.0))
-        self.noise_prob = float(cfg.get("noise_prob", 1.0))
+        self.eq_prob, self.noise_prob = float(cfg.get("eq_prob", 1.0)), float(cfg.get("noise_prob", 1.0))
         self.random_place, self.polarity = cfg.get("place") == "random", bool(cfg.get("polarity", False))
 
     @staticmethod
@@ -248,6 +305,8 @@ class WaveAugment:
             if steps:
                 x = pitch_shift(as_waveform(x), steps)
         x = place_or_crop(x, self.window, self.random_place)  # (window,)
+        if self.eq is not None and self._happens(self.eq_prob):
+            x = random_equalize(x, self.sample_rate, self.eq)
         if self.gain is not None:
             x = x * 10 ** (uniform(*self.gain) / 20)
         if self.polarity and float(torch.rand(())) < 0.5:
