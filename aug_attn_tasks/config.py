@@ -16,7 +16,7 @@ import copy
 import difflib
 import inspect
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,11 +37,13 @@ __all__ = [
     "stated_time",
     "configs_table",
     "ConfigSummary",
+    "TEST_SECTIONS",
     "ConfigError",
     "SECTIONS",
 ]
 
 SECTIONS = ("task", "name", "seed", "data", "model", "optim", "loss", "trainer", "checkpoint", "output")
+TEST_SECTIONS = ("seed", "data", "trainer")  # what `aug-attn test CKPT --section.key VALUE` may change
 
 
 class ConfigError(ValueError):
@@ -89,8 +91,11 @@ def _resolve(name_or_path: str) -> Path:
     return Path(str(shipped))
 
 
-def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``--a.b value`` / ``--a.b=value`` overrides to a copy of ``config``."""
+def apply_overrides(config: dict[str, Any], overrides: list[str], sections: Collection[str] | None = None) -> dict[str, Any]:
+    """Apply ``--a.b value`` / ``--a.b=value`` overrides to a copy of ``config``.
+
+    ``sections``: the top-level keys an override may change (e.g. :data:`TEST_SECTIONS` where the
+    model comes from a checkpoint); another one is a :class:`ConfigError` naming it, never ignored."""
     config = copy.deepcopy(config)
     pairs: list[tuple[str, str]] = []
     i = 0
@@ -107,6 +112,12 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
             key, value = token[2:], overrides[i + 1]
             i += 2
         pairs.append((key, value))
+    for key, _ in pairs:
+        if sections is not None and key.split(".")[0] not in sections:
+            raise ConfigError(
+                f"override --{key}: a checkpoint keeps its model, loss and optimiser settings; here only "
+                f"{', '.join(s + '.*' if s in ('data', 'trainer') else s for s in sections)} can change"
+            )
     for key, value in pairs:
         node = config
         *parents, leaf = key.split(".")

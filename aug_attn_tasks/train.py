@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from aug_attn.optional import import_extra
-from aug_attn_tasks.config import apply_overrides, check_keys, parameter_names
+from aug_attn_tasks.config import TEST_SECTIONS, apply_overrides, check_keys, parameter_names
 from aug_attn_tasks.confusion import write_confusions
 from aug_attn_tasks.optim import weight_averaging
 from aug_attn_tasks.recipes import get_recipe, load_checkpoint
@@ -226,10 +226,11 @@ def fit(config: dict[str, Any], resume: str | None = None, callbacks: list[Callb
 
 
 def evaluate(checkpoint: str, overrides: list[str] | None = None, out: str | Path | None = None) -> dict[str, float]:
-    """Test a saved checkpoint; ``overrides`` (``--section.key value``) change its config, e.g.
-    another rotation protocol or dataset root. Reports go to ``out`` (default ``<checkpoint dir>/eval``)."""
+    """Test a saved checkpoint; ``overrides`` (``--section.key value``: ``data``, ``trainer`` or
+    ``seed``; the model comes from the checkpoint) change its config, e.g. another rotation protocol
+    or dataset root. Reports go to ``out`` (default ``<checkpoint dir>/eval``)."""
     module, config = load_checkpoint(checkpoint)
-    config = apply_overrides(config, overrides or [])
+    config = apply_overrides(config, overrides or [], sections=TEST_SECTIONS)
     L.seed_everything(int(config.get("seed", 0)), workers=True)
     recipe = get_recipe(config["task"])
     trainer = _trainer(config, [], False)

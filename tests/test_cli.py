@@ -1,5 +1,5 @@
 """`aug-attn train --name` (the run's folder), `aug-attn configs` (what each shipped config is) and
-`aug-attn test --perturb` routed to the checkpoint's task."""
+`aug-attn test` (`--perturb` routed to the checkpoint's task; overrides it would ignore refused)."""
 
 from __future__ import annotations
 
@@ -151,3 +151,16 @@ def test_perturb_goes_to_the_task_of_the_checkpoint(tmp_path, capsys):
     assert "--perturb reverb: task 'tagging' perturbs with one of time_stretch, " in capsys.readouterr().err
     assert not (tmp_path / "eval").exists()
 
+
+
+@pytest.mark.parametrize("override", [["--model.dropout", "0.5"], ["--optim.lr=1"], ["--out", "elsewhere"], ["--loss.mixup", "0.2"]])
+def test_test_refuses_overrides_the_checkpoint_would_ignore(tmp_path, capsys, override):
+    """`aug-attn test` restores the model from the checkpoint: changing its model, loss or optimiser
+    settings (or a key that is no section) is an error naming the override, not a silent no-op."""
+    tagger = write_checkpoint(TAGGING, tmp_path / "tagger.ckpt")
+    assert main(["test", str(tagger), *override]) == 2
+    err = capsys.readouterr().err
+    key = override[0].split("=")[0]
+    assert err.startswith(f"aug-attn: error: override {key}: a checkpoint keeps its model, loss and optimiser settings")
+    assert "only seed, data.*, trainer.* can change" in err and "Traceback" not in err
+    assert not (tmp_path / "eval").exists()
