@@ -44,6 +44,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -172,12 +173,12 @@ def _run(config: str, fold: int | None, seed: int, args: argparse.Namespace, ext
             "--seed", str(seed), "--output.dir", str(out_dir), "--trainer.enable_progress_bar", "false", *extra,
         ]  # fmt: skip
         text, cpu, wall = _timed(command, log, args.threads)
-        tested = next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("tested checkpoint"))
-        run_dir = Path(tested).parent.parent
+        checkpoint, last = tested_checkpoint(text)
+        run_dir = checkpoint.parent.parent
         metrics = json.loads((run_dir / "test_metrics.json").read_text())
         metric = "accuracy" if "test/accuracy" in metrics else "roc_auc"
         test, second = metrics[f"test/{metric}"], metrics[f"test/{METRICS[metric]}"]
-        val = _tested_validation(run_dir / "metrics.csv", f"val/{metric}", "last epoch" in text)
+        val = _tested_validation(run_dir / "metrics.csv", f"val/{metric}", last)
         row["run_dir"] = str(run_dir)
     row.update(
         metric=metric,
@@ -190,11 +191,26 @@ def _run(config: str, fold: int | None, seed: int, args: argparse.Namespace, ext
     return row
 
 
+_TESTED = re.compile(r"^tested checkpoint \((?P<how>[^)]*)\): (?P<path>.+)$", re.MULTILINE)
+
+
+def tested_checkpoint(text: str) -> tuple[Path, bool]:
+    """From a training run's output, the checkpoint it tested and whether it was the last epoch's
+    (the line ``tested checkpoint (best by val/accuracy): PATH`` or ``(last epoch, checkpoint.select:
+    last): PATH``)."""
+    match = _TESTED.search(text)
+    if match is None:
+        raise RuntimeError("the run printed no 'tested checkpoint (...): PATH' line")
+    return Path(match["path"].strip()), match["how"].startswith("last epoch")
+
+
 def _tested_validation(metrics_csv: Path, key: str, last: bool) -> float:
     """The validation score of the tested checkpoint: the best ``key`` of the run, or the last
     epoch's where the run tested its last epoch (``checkpoint.select: last``)."""
     with open(metrics_csv, newline="") as handle:
         values = [float(row[key]) for row in csv.DictReader(handle) if row.get(key)]
+    if not values:  # a run without a validation split
+        return float("nan")
     return values[-1] if last else max(values)
 
 
