@@ -205,7 +205,7 @@ def test_csv_with_a_label_column_is_single_label(tmp_path):
 
 @pytest.mark.parametrize("recipe", ["muslcat_clips", "samplecnn_clips"])
 def test_clip_recipes_train_on_a_speech_commands_folder(recipe, tmp_path):
-    """The command of the README on a folder in the release's layout: it trains, tests the best
+    """The command of the README on a folder in the release's layout: it trains, tests the chosen
     checkpoint and prints the test accuracy (one epoch on the tiny fixture)."""
     import os
     import subprocess
