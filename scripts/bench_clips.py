@@ -155,7 +155,7 @@ def _run(config: str, fold: int | None, seed: int, args: argparse.Namespace, ext
     label = f"{config}[{args.tag}]" if args.tag else config
     row: dict[str, object] = {"config": label, "fold": "" if fold is None else fold, "seed": seed, "extra": " ".join(extra)}
     if config == "textbook":
-        csv_path = write_fold(Path(args.speakers), fold, hidden) if fold is not None else Path(args.root)
+        csv_path = args.fold_csvs[fold] if fold is not None else Path(args.root)
         script = Path(__file__).with_name("textbook_baseline.py")
         text, cpu, wall = _timed([sys.executable, str(script), "--csv", str(csv_path), "--seed", str(seed)], log, args.threads)
         result = json.loads(text.strip().splitlines()[-2])  # the JSON line, before /usr/bin/time's
@@ -163,9 +163,9 @@ def _run(config: str, fold: int | None, seed: int, args: argparse.Namespace, ext
         row.update(run_dir=str(log), extra="")
     else:
         if fold is not None:
-            data = ["--data.layout", "csv", "--data.csv", str(write_fold(Path(args.speakers), fold, hidden))]
+            data = ["--data.layout", "csv", "--data.csv", str(args.fold_csvs[fold])]
         elif args.csv:
-            data = ["--data.layout", "csv", "--data.csv", str(hidden_csv(Path(args.csv)) if hidden else args.csv)]
+            data = ["--data.layout", "csv", "--data.csv", str(args.csv_path)]
         else:
             data = ["--data.layout", args.layout, "--data.root", args.root]
         command = [
@@ -214,8 +214,8 @@ def _tested_validation(metrics_csv: Path, key: str, last: bool) -> float:
     return values[-1] if last else max(values)
 
 
-def main() -> None:
-    argv = sys.argv[1:]
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -253,8 +253,10 @@ def main() -> None:
             parser.error(f"--folds: {count} speakers give folds 0-{count - 1}")
         if args.baseline == "plaincnn_clips" and "textbook" in args.configs:
             args.baseline = "textbook"
-        for fold in folds:  # written once here, before the parallel runs read them
-            write_fold(Path(args.speakers), fold, args.hide_test)
+    # every split CSV is written here, once, before the parallel runs read them (threads of one
+    # process: a run writing its own copy would race the others' on the same file)
+    args.fold_csvs = {f: write_fold(Path(args.speakers), f, args.hide_test) for f in folds} if args.speakers else {}
+    args.csv_path = (hidden_csv(Path(args.csv)) if args.hide_test else Path(args.csv)) if args.csv else None
     jobs = [(config, fold, seed) for fold in folds for seed in args.seeds for config in args.configs]
     new = not Path(args.out).is_file()
     rows, failed = [], []

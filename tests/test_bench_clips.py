@@ -59,3 +59,38 @@ def test_hidden_folds_never_list_the_test_speaker(tmp_path):
         assert test not in {r["speaker"] for r in rows}
         # the "test" split is the validation speaker again, under other names
         assert {(r["path"].split("/")[0], r["speaker"]) for r in rows if r["split"] == "test"} == {("valcopy", valid)}
+
+
+def test_parallel_runs_of_one_fold_share_the_split_written_once(tmp_path, monkeypatch):
+    """Runs go to threads of one process; a split CSV written by each run raced the others' on one
+    temporary name (a run failed on fsdd5 with two jobs). The CSVs are written once, before the runs."""
+    import threading
+
+    recordings = tmp_path / "speakers" / "recordings"
+    recordings.mkdir(parents=True)
+    for speaker in ("ann", "bob", "cat"):
+        for label in "01":
+            (recordings / f"{label}_{speaker}_0.wav").write_bytes(b"")
+    writers, read = [], []
+    write_fold = bench.write_fold
+
+    def counted_write_fold(*args, **kwargs):
+        writers.append(threading.current_thread() is threading.main_thread())
+        return write_fold(*args, **kwargs)
+
+    def fake_timed(command, log, threads):
+        csv_path = Path(command[command.index("--csv") + 1])
+        read.append(csv_path.is_file())
+        return '{"test_accuracy": 0.5, "val_accuracy": 0.6}\nCPU 1.0 0.0\n', 1.0, 1.0
+
+    monkeypatch.setattr(bench, "write_fold", counted_write_fold)
+    monkeypatch.setattr(bench, "_timed", fake_timed)
+    out = tmp_path / "bench.tsv"
+    bench.main([
+        "--speakers", str(tmp_path / "speakers"), "--folds", "0", "1", "--configs", "textbook",
+        "--seeds", "0", "1", "2", "--jobs", "3", "--runs", str(tmp_path / "runs"), "--out", str(out),
+    ])  # fmt: skip
+    assert writers == [True, True]  # once per fold, from the main thread
+    assert read == [True] * 6
+    with open(out, newline="") as handle:
+        assert len(list(csv.DictReader(handle, delimiter="\t"))) == 6
