@@ -148,24 +148,23 @@ def _timed(command: list[str], log: Path, threads: int) -> tuple[str, float, flo
     return text, user + system, wall
 
 
-def _run(config: str, fold: int | None, seed: int, args: argparse.Namespace, extra: list[str]) -> dict[str, object]:
+def _run(config: str, fold: int | None, seed: int, split_csv: Path | None, args: argparse.Namespace, extra: list[str]) -> dict[str, object]:
+    """One training run; ``split_csv``: the csv-layout split it reads (written before the runs start),
+    or None for ``--root`` in ``--layout``."""
     out_dir = Path(args.runs).resolve() / (f"fold{fold}" if fold is not None else "") / f"seed{seed}"
     log = out_dir / f"{config}{'-' + args.tag if args.tag else ''}.log"
     hidden = args.hide_test
     label = f"{config}[{args.tag}]" if args.tag else config
     row: dict[str, object] = {"config": label, "fold": "" if fold is None else fold, "seed": seed, "extra": " ".join(extra)}
     if config == "textbook":
-        csv_path = args.fold_csvs[fold] if fold is not None else Path(args.root)
         script = Path(__file__).with_name("textbook_baseline.py")
-        text, cpu, wall = _timed([sys.executable, str(script), "--csv", str(csv_path), "--seed", str(seed)], log, args.threads)
+        text, cpu, wall = _timed([sys.executable, str(script), "--csv", str(split_csv), "--seed", str(seed)], log, args.threads)
         result = json.loads(text.strip().splitlines()[-2])  # the JSON line, before /usr/bin/time's
         metric, test, second, val = "accuracy", result["test_accuracy"], None, result["val_accuracy"]
         row.update(run_dir=str(log), extra="")
     else:
-        if fold is not None:
-            data = ["--data.layout", "csv", "--data.csv", str(args.fold_csvs[fold])]
-        elif args.csv:
-            data = ["--data.layout", "csv", "--data.csv", str(args.csv_path)]
+        if split_csv is not None:
+            data = ["--data.layout", "csv", "--data.csv", str(split_csv)]
         else:
             data = ["--data.layout", args.layout, "--data.root", args.root]
         command = [
@@ -255,8 +254,10 @@ def main(argv: list[str] | None = None) -> None:
             args.baseline = "textbook"
     # every split CSV is written here, once, before the parallel runs read them (threads of one
     # process: a run writing its own copy would race the others' on the same file)
-    args.fold_csvs = {f: write_fold(Path(args.speakers), f, args.hide_test) for f in folds} if args.speakers else {}
-    args.csv_path = (hidden_csv(Path(args.csv)) if args.hide_test else Path(args.csv)) if args.csv else None
+    if args.speakers:
+        split_csvs = {fold: write_fold(Path(args.speakers), fold, args.hide_test) for fold in folds}
+    else:
+        split_csvs = {None: (hidden_csv(Path(args.csv)) if args.hide_test else Path(args.csv)) if args.csv else None}
     jobs = [(config, fold, seed) for fold in folds for seed in args.seeds for config in args.configs]
     new = not Path(args.out).is_file()
     rows, failed = [], []
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         writer = csv.DictWriter(handle, fieldnames=FIELDS, delimiter="\t")
         if new:
             writer.writeheader()
-        futures = [(job, pool.submit(_run, *job, args, extra)) for job in jobs]
+        futures = [(job, pool.submit(_run, *job, split_csvs[job[1]], args, extra)) for job in jobs]
         for (config, fold, seed), future in futures:  # a failed run is reported and the others still land
             try:
                 row = future.result()
