@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from aug_attn_tasks.audio.cache import prepare_cache
 from aug_attn_tasks.audio.catalog import SPLITS, Catalog, audio_root, default_cache_dir
-from aug_attn_tasks.audio.datasets import ClipDataset
+from aug_attn_tasks.audio.datasets import ClipDataset, collate_windows, window_count
 from aug_attn_tasks.audio.io import DecodeLimits
 from aug_attn_tasks.audio.layouts import CATALOGS
 from aug_attn_tasks.audio.synthetic import synthetic_clip
@@ -125,8 +125,10 @@ class AudioDataModule(L.LightningDataModule):
 
     Keys: ``layout`` and its options (:mod:`~aug_attn_tasks.audio.layouts`), ``sample_rate`` (16000, or ``native``
     with ``max_sample_rate``: :func:`resolve_rate`), ``chunk_samples`` (model input length) or
-    ``chunk_seconds``, ``batch_size``, ``num_workers``, ``eval_chunks`` (16, test),
-    ``val_chunks`` (validation, default ``eval_chunks``), ``cache_dir`` (default
+    ``chunk_seconds``, ``batch_size``, ``num_workers``, ``eval_chunks`` (test windows per clip: 16
+    evenly spaced, or ``cover``: every ``chunk`` samples, as ``aug-attn tag`` reads a file;
+    :class:`~aug_attn_tasks.audio.datasets.ClipDataset`), ``val_chunks`` (validation, default
+    ``eval_chunks``), ``cache_dir`` (default
     ``<root>/cache-<rate>hz``), ``skip_errors`` (log and count undecodable files instead of failing),
     ``decode`` (what a file may claim and contain, :class:`~aug_attn_tasks.audio.io.DecodeLimits`),
     ``verify_cache``, ``augment`` (training transforms, :class:`~aug_attn_tasks.audio.transforms.WaveAugment`;
@@ -164,8 +166,8 @@ class AudioDataModule(L.LightningDataModule):
             loaders = self._synthetic_loaders()
         else:
             loaders = self._cached_loaders()
-        eval_chunks = int(self.cfg.get("eval_chunks", 16))
-        chunks = {"train": None, "valid": int(self.cfg.get("val_chunks", eval_chunks)), "test": eval_chunks}
+        eval_chunks = window_count(self.cfg.get("eval_chunks", 16), "data.eval_chunks")
+        chunks = {"train": None, "valid": window_count(self.cfg.get("val_chunks", eval_chunks), "data.val_chunks"), "test": eval_chunks}
         augment = WaveAugment(self.cfg.get("augment"), self.chunk, self.sample_rate, loaders.get("noise", []))
         for split in SPLITS:
             perturb = _test_perturbation(self.cfg.get("perturb")) if split == "test" else None
@@ -202,7 +204,11 @@ class AudioDataModule(L.LightningDataModule):
         return train_loader(self.datasets["train"], int(self.cfg.get("batch_size", 16)), int(self.cfg.get("num_workers", 0)))
 
     def val_dataloader(self) -> DataLoader:
-        return eval_loader(self.datasets["valid"], int(self.cfg.get("eval_batch_size", 4)), int(self.cfg.get("num_workers", 0)))
+        return eval_loader(
+            self.datasets["valid"], int(self.cfg.get("eval_batch_size", 4)), int(self.cfg.get("num_workers", 0)), collate_fn=collate_windows
+        )
 
     def test_dataloader(self) -> DataLoader:
-        return eval_loader(self.datasets["test"], int(self.cfg.get("eval_batch_size", 4)), int(self.cfg.get("num_workers", 0)))
+        return eval_loader(
+            self.datasets["test"], int(self.cfg.get("eval_batch_size", 4)), int(self.cfg.get("num_workers", 0)), collate_fn=collate_windows
+        )

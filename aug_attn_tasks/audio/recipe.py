@@ -6,7 +6,8 @@ Config sections used: ``data`` (see :class:`~aug_attn_tasks.audio.data.AudioData
 binary cross-entropy and report macro ROC-AUC / PR-AUC; single-label sets use cross-entropy and
 report accuracy (micro and macro over classes) and a confusion matrix, ``confusion_matrix.tsv`` in
 the run folder. Validation and test average the sigmoid (softmax) outputs over ``val_chunks`` /
-``eval_chunks`` (16) evenly spaced chunks per clip, the protocol of Won et al. 2020.
+``eval_chunks`` (16) evenly spaced chunks per clip, the protocol of Won et al. 2020, or with
+``cover`` over windows every ``chunk_samples`` covering the whole clip, as ``aug-attn tag`` does.
 
 ``model.normalize`` (``peak`` | ``rms`` | null) scales every model input window first
 (:class:`~aug_attn_tasks.audio.transforms.LoudnessNormalize`), in training, evaluation and inference.
@@ -104,14 +105,26 @@ class TaggingModule(L.LightningModule):
             return F.binary_cross_entropy_with_logits(logits, target)
         return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
-    def clip_scores(self, windows: Tensor, batch_windows: int = 64) -> tuple[Tensor, Tensor]:
+    def clip_scores(self, windows: Tensor, batch_windows: int = 64, counts: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(B, K, L)`` windows of B clips -> (per-clip probabilities averaged over windows ``(B, T)``,
-        per-window logits ``(B, K, T)``); windows run in batches of ``batch_windows``."""
+        per-window logits ``(B, K, T)``); windows run in batches of ``batch_windows``. ``counts (B,)``:
+        only the first ``counts[b]`` windows of clip ``b`` are real (the rest, padding of
+        :func:`~aug_attn_tasks.audio.datasets.collate_windows`, is neither run nor averaged; its
+        logits are 0); default: all ``K``."""
         batch, count, length = windows.shape
-        flat = windows.reshape(batch * count, length)  # (B*K, L)
-        logits = torch.cat([self(part) for part in flat.split(batch_windows)]).view(batch, count, -1)  # (B, K, T)
-        probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
-        return probs.mean(dim=1), logits  # (B, T), (B, K, T)
+        if counts is None:
+            counts = torch.full((batch,), count, device=windows.device)
+        if counts.shape != (batch,) or bool((counts < 1).any()) or bool((counts > count).any()):
+            raise ValueError(f"counts must be (B,) = ({batch},) with values in 1..{count}, got {counts.tolist()}")
+        real = torch.arange(count, device=windows.device) < counts[:, None]  # (B, K)
+        flat = windows[real]  # (sum counts, L), clip by clip
+        flat_logits = torch.cat([self(part) for part in flat.split(batch_windows)])  # (sum counts, T)
+        probs = torch.sigmoid(flat_logits) if self.multi_label else torch.softmax(flat_logits, dim=-1)
+        owner = torch.arange(batch, device=windows.device).repeat_interleave(counts)  # (sum counts,)
+        scores = probs.new_zeros(batch, probs.shape[-1]).index_add_(0, owner, probs) / counts[:, None]  # (B, T)
+        logits = flat_logits.new_zeros(batch, count, flat_logits.shape[-1])
+        logits[real] = flat_logits
+        return scores, logits  # (B, T), (B, K, T)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         audio, target = batch  # (B, L), (B, T) or (B,)
@@ -125,20 +138,20 @@ class TaggingModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=audio.shape[0])
         return loss
 
-    def _eval_step(self, batch: tuple[Tensor, Tensor], split: str) -> None:
-        windows, target, index = batch  # (B, K, L), (B, T) or (B,), (B,)
-        scores, logits = self.clip_scores(windows)
-        count = windows.shape[1]
-        loss = self.loss(logits.flatten(0, 1), target.repeat_interleave(count, dim=0))
+    def _eval_step(self, batch: tuple[Tensor, ...], split: str) -> None:
+        windows, target, index, counts = batch  # (B, K, L), (B, T) or (B,), (B,), (B,): collate_windows
+        scores, logits = self.clip_scores(windows, counts=counts)
+        real = torch.arange(windows.shape[1], device=windows.device) < counts[:, None]  # (B, K)
+        loss = self.loss(logits[real], target.repeat_interleave(counts, dim=0))
         self.log(f"{split}/loss", loss, prog_bar=True, batch_size=windows.shape[0], sync_dist=True)
         self.eval_scores.update(scores.detach())
         self.eval_targets.update(target.detach())
         self.eval_index.update(index.float())
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
     def _epoch_metrics(self, split: str, per_tag: bool) -> None:
