@@ -1,5 +1,5 @@
 """Whole-clip evaluation (``data.eval_chunks: cover``): clips of different lengths get different
-numbers of windows, batched with padding that is neither run nor averaged."""
+numbers of windows, batched one after the other with their counts, each clip averaged over its own."""
 
 from __future__ import annotations
 
@@ -41,39 +41,37 @@ def test_cover_windows_see_every_sample_and_end_at_the_clip_end():
     assert windows[2][0].nonzero().flatten().tolist() == list(range(20, 80))
 
 
-def test_collate_pads_and_counts_windows():
+def test_collate_concatenates_windows_and_counts_them():
     items = [(torch.ones(3, 5), torch.tensor([1.0, 0.0]), torch.tensor(0)), (torch.full((1, 5), 2.0), torch.tensor([0.0, 1.0]), torch.tensor(1))]
     windows, targets, index, counts = collate_windows(items)
-    assert windows.shape == (2, 3, 5) and counts.tolist() == [3, 1] and index.tolist() == [0, 1]
-    assert windows[1, 0].eq(2).all() and windows[1, 1:].eq(0).all()
+    assert windows.shape == (4, 5) and counts.tolist() == [3, 1] and index.tolist() == [0, 1]
+    assert windows[:3].eq(1).all() and windows[3].eq(2).all()  # clip by clip, nothing padded
     assert targets.tolist() == [[1.0, 0.0], [0.0, 1.0]]
 
 
 @pytest.mark.parametrize("multi_label", [True, False])
-def test_clip_scores_with_counts_equal_each_clip_scored_alone(multi_label):
+def test_window_scores_equal_each_clip_scored_alone(multi_label):
     module = _module(multi_label)
     torch.manual_seed(1)
     clips = [torch.randn(k, CHUNK) for k in (3, 1, 2)]
-    items = [(w, torch.zeros(3), torch.tensor(i)) for i, w in enumerate(clips)]
-    windows, _, _, counts = collate_windows(items)
-    windows[1, 1:] = 1e6  # padding must not reach the scores, whatever it holds
+    windows, _, _, counts = collate_windows([(w, torch.zeros(3), torch.tensor(i)) for i, w in enumerate(clips)])
     with torch.no_grad():
-        scores, logits = module.clip_scores(windows, batch_windows=2, counts=counts)
-        for b, clip in enumerate(clips):
+        scores, logits = module.window_scores(windows, counts, batch_windows=2)  # batches across clip borders
+        assert scores.shape == (3, 3) and logits.shape == (6, 3)
+        for b, (clip, clip_logits) in enumerate(zip(clips, logits.split(counts.tolist()))):
             alone, alone_logits = module.clip_scores(clip[None])  # (1, T), (1, K, T)
             torch.testing.assert_close(scores[b], alone[0])
-            torch.testing.assert_close(logits[b, : len(clip)], alone_logits[0])
-            assert logits[b, len(clip) :].eq(0).all()
+            torch.testing.assert_close(clip_logits, alone_logits[0])
             probs = torch.sigmoid(module(clip)) if multi_label else torch.softmax(module(clip), dim=-1)
             torch.testing.assert_close(scores[b], probs.mean(dim=0))  # the naive reference
 
 
-def test_clip_scores_rejects_counts_out_of_range():
+def test_window_scores_rejects_counts_that_do_not_add_up():
     module = _module(True)
-    windows = torch.zeros(2, 3, CHUNK)
-    for counts in ([0, 1], [4, 1], [1, 1, 1]):
+    windows = torch.zeros(4, CHUNK)
+    for counts in ([3, 0, 1], [2, 1], [[2, 2]]):
         with pytest.raises(ValueError, match="counts must be"):
-            module.clip_scores(windows, counts=torch.tensor(counts))
+            module.window_scores(windows, torch.tensor(counts))
 
 
 @pytest.mark.parametrize("value", [0, -2, 2.5, "all", True, None])
@@ -107,7 +105,7 @@ def test_cover_through_the_data_module_and_a_test_step(tmp_path):
     assert [len(data.datasets["test"][i][0]) for i in range(5)] == [3, 1, 1, 2, 3]
     assert len(data.datasets["valid"][1][0]) == 2  # val_chunks defaults to eval_chunks
     batches = list(data.test_dataloader())
-    assert [b[0].shape[1] for b in batches] == [3, 3] and [b[3].tolist() for b in batches] == [[3, 1, 1], [2, 3]]
+    assert [b[0].shape for b in batches] == [(5, CHUNK), (5, CHUNK)] and [b[3].tolist() for b in batches] == [[3, 1, 1], [2, 3]]
 
     module = TaggingModule({"data": {"tags": ["x", "y"], "multi_label": True}, "model": {"name": "samplecnn", "channels": [4, 4]}})
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)

@@ -82,11 +82,11 @@ class ClipDataset(Dataset):
 
 
 def collate_windows(items: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
-    """Evaluation items ``(windows (K_i, L), target, index)`` -> ``(windows (B, K, L), targets,
-    indices (B,), counts (B,))`` with ``K = max K_i``: clips with fewer windows are zero-padded and
-    ``counts`` says how many of each row are real (:meth:`~aug_attn_tasks.audio.recipe.TaggingModule.clip_scores`
-    reads only those)."""
+    """Evaluation items ``(windows (K_i, L), target, index)`` -> ``(windows (sum K_i, L), targets,
+    indices (B,), counts (B,))``: the windows of all clips one after the other, clip by clip, and how
+    many belong to each (:meth:`~aug_attn_tasks.audio.recipe.TaggingModule.window_scores`). Nothing
+    is padded, so one long clip in a batch costs its own windows only."""
     counts = torch.tensor([len(windows) for windows, _, _ in items])
-    windows = torch.nn.utils.rnn.pad_sequence([windows for windows, _, _ in items], batch_first=True)  # (B, K, L)
+    windows = torch.cat([windows for windows, _, _ in items])  # (sum K_i, L)
     targets = torch.stack([target for _, target, _ in items])
     return windows, targets, torch.stack([index for _, _, index in items]), counts

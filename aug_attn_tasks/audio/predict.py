@@ -38,10 +38,10 @@ class AudioPredictor:
         return torch.from_numpy(chunk_windows(load_audio(path, self.rate, self.limits), self.window, hop=self.hop))  # (K, L)
 
     def predict(self, items: list[torch.Tensor]) -> torch.Tensor:
-        windows = torch.cat(items)  # (sum K, L)
+        counts = torch.tensor([len(w) for w in items])
         with torch.inference_mode():
-            probs, _ = self.module.clip_scores(windows[:, None])  # one window per "clip": (sum K, T)
-        return torch.stack([part.mean(dim=0) for part in probs.split([len(w) for w in items])])  # (B, T)
+            scores, _ = self.module.window_scores(torch.cat(items), counts)  # (sum K, L) -> (B, T)
+        return scores
 
 
 def predictor(module: TaggingModule, config: dict[str, Any], hop_seconds: float | None = None) -> AudioPredictor:

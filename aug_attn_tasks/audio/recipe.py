@@ -105,26 +105,28 @@ class TaggingModule(L.LightningModule):
             return F.binary_cross_entropy_with_logits(logits, target)
         return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
-    def clip_scores(self, windows: Tensor, batch_windows: int = 64, counts: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def clip_scores(self, windows: Tensor, batch_windows: int = 64) -> tuple[Tensor, Tensor]:
         """``(B, K, L)`` windows of B clips -> (per-clip probabilities averaged over windows ``(B, T)``,
-        per-window logits ``(B, K, T)``); windows run in batches of ``batch_windows``. ``counts (B,)``:
-        only the first ``counts[b]`` windows of clip ``b`` are real (the rest, padding of
-        :func:`~aug_attn_tasks.audio.datasets.collate_windows`, is neither run nor averaged; its
-        logits are 0); default: all ``K``."""
+        per-window logits ``(B, K, T)``); windows run in batches of ``batch_windows``."""
         batch, count, length = windows.shape
-        if counts is None:
-            counts = torch.full((batch,), count, device=windows.device)
-        if counts.shape != (batch,) or bool((counts < 1).any()) or bool((counts > count).any()):
-            raise ValueError(f"counts must be (B,) = ({batch},) with values in 1..{count}, got {counts.tolist()}")
-        real = torch.arange(count, device=windows.device) < counts[:, None]  # (B, K)
-        flat = windows[real]  # (sum counts, L), clip by clip
-        flat_logits = torch.cat([self(part) for part in flat.split(batch_windows)])  # (sum counts, T)
-        probs = torch.sigmoid(flat_logits) if self.multi_label else torch.softmax(flat_logits, dim=-1)
-        owner = torch.arange(batch, device=windows.device).repeat_interleave(counts)  # (sum counts,)
-        scores = probs.new_zeros(batch, probs.shape[-1]).index_add_(0, owner, probs) / counts[:, None]  # (B, T)
-        logits = flat_logits.new_zeros(batch, count, flat_logits.shape[-1])
-        logits[real] = flat_logits
-        return scores, logits  # (B, T), (B, K, T)
+        counts = torch.full((batch,), count, device=windows.device)
+        scores, logits = self.window_scores(windows.reshape(batch * count, length), counts, batch_windows)
+        return scores, logits.view(batch, count, -1)  # (B, T), (B, K, T)
+
+    def window_scores(self, windows: Tensor, counts: Tensor, batch_windows: int = 64) -> tuple[Tensor, Tensor]:
+        """Clips of different numbers of windows: ``windows (sum K_b, L)``, clip by clip, with
+        ``counts (B,)`` = the ``K_b`` (:func:`~aug_attn_tasks.audio.datasets.collate_windows`) ->
+        (per-clip probabilities averaged over the clip's own windows ``(B, T)``, per-window logits
+        ``(sum K_b, T)``); windows run in batches of ``batch_windows``."""
+        if counts.ndim != 1 or bool((counts < 1).any()) or int(counts.sum()) != len(windows):
+            raise ValueError(
+                f"counts must be (B,) positive window counts summing to the {len(windows)} windows, got {counts.tolist()}"
+            )
+        logits = torch.cat([self(part) for part in windows.split(batch_windows)])  # (sum K, T)
+        probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+        owner = torch.arange(len(counts), device=windows.device).repeat_interleave(counts)  # (sum K,)
+        scores = probs.new_zeros(len(counts), probs.shape[-1]).index_add_(0, owner, probs) / counts[:, None]  # (B, T)
+        return scores, logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         audio, target = batch  # (B, L), (B, T) or (B,)
@@ -139,11 +141,10 @@ class TaggingModule(L.LightningModule):
         return loss
 
     def _eval_step(self, batch: tuple[Tensor, ...], split: str) -> None:
-        windows, target, index, counts = batch  # (B, K, L), (B, T) or (B,), (B,), (B,): collate_windows
-        scores, logits = self.clip_scores(windows, counts=counts)
-        real = torch.arange(windows.shape[1], device=windows.device) < counts[:, None]  # (B, K)
-        loss = self.loss(logits[real], target.repeat_interleave(counts, dim=0))
-        self.log(f"{split}/loss", loss, prog_bar=True, batch_size=windows.shape[0], sync_dist=True)
+        windows, target, index, counts = batch  # (sum K, L), (B, T) or (B,), (B,), (B,): collate_windows
+        scores, logits = self.window_scores(windows, counts)  # (B, T), (sum K, T)
+        loss = self.loss(logits, target.repeat_interleave(counts, dim=0))
+        self.log(f"{split}/loss", loss, prog_bar=True, batch_size=len(counts), sync_dist=True)
         self.eval_scores.update(scores.detach())
         self.eval_targets.update(target.detach())
         self.eval_index.update(index.float())
