@@ -124,8 +124,7 @@ class TaggingModule(L.LightningModule):
             )
         logits = torch.cat([self(part) for part in windows.split(batch_windows)])  # (sum K, T)
         probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
-        owner = torch.arange(len(counts), device=windows.device).repeat_interleave(counts)  # (sum K,)
-        scores = probs.new_zeros(len(counts), probs.shape[-1]).index_add_(0, owner, probs) / counts[:, None]  # (B, T)
+        scores = torch.stack([part.mean(dim=0) for part in probs.split(counts.tolist())])  # (B, T), deterministic on GPUs
         return scores, logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
