@@ -82,8 +82,9 @@ def test_window_count_names_the_bad_key(value):
 
 
 def test_cover_through_the_data_module_and_a_test_step(tmp_path):
-    """A csv set of clips of 0.5-2.6 chunks: the test loader batches them padded, the recipe's test
-    step scores each clip as the mean over its own windows (the order of the split kept)."""
+    """A csv set of clips of 0.5-2.6 chunks: the test loader batches their windows one after the
+    other with counts, the recipe's test step scores each clip as the mean over its own windows (the
+    order of the split kept)."""
     (tmp_path / "audio").mkdir()
     rng = np.random.default_rng(0)
     seconds = {"train": [0.1] * 4, "valid": [0.05, 0.2], "test": [0.26, 0.05, 0.1, 0.15, 0.21]}

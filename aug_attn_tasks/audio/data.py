@@ -204,11 +204,11 @@ class AudioDataModule(L.LightningDataModule):
         return train_loader(self.datasets["train"], int(self.cfg.get("batch_size", 16)), int(self.cfg.get("num_workers", 0)))
 
     def val_dataloader(self) -> DataLoader:
-        return eval_loader(
-            self.datasets["valid"], int(self.cfg.get("eval_batch_size", 4)), int(self.cfg.get("num_workers", 0)), collate_fn=collate_windows
-        )
+        return self._eval_loader("valid")
 
     def test_dataloader(self) -> DataLoader:
-        return eval_loader(
-            self.datasets["test"], int(self.cfg.get("eval_batch_size", 4)), int(self.cfg.get("num_workers", 0)), collate_fn=collate_windows
-        )
+        return self._eval_loader("test")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        batch_size, workers = int(self.cfg.get("eval_batch_size", 4)), int(self.cfg.get("num_workers", 0))
+        return eval_loader(self.datasets[split], batch_size, workers, collate_fn=collate_windows)
